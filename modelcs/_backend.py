@@ -1,0 +1,68 @@
+"""Array-module dispatch (NumPy / CuPy) and dtype rules.
+
+Shared code paths obtain their array module with :func:`get_array_module` from the
+inputs, so the same function runs on NumPy arrays and on CuPy arrays without change.
+
+Dtype rule (used by every operator): operators hold real floating filters
+(``float32`` or ``float64``).  Applying an operator to an array computes in
+``numpy.result_type(operator.dtype, x.dtype)`` when ``x`` is floating (so a float32
+operator applied to float64 data computes and returns float64, and vice versa);
+integer and boolean inputs are cast to the operator's dtype.  Complex inputs are
+rejected.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+__all__ = ["get_array_module", "is_cupy_array", "to_numpy", "result_dtype", "has_module"]
+
+_HAS: dict[str, bool] = {}
+
+
+def has_module(name: str) -> bool:
+    """Whether ``name`` can be imported, without importing it."""
+    if name not in _HAS:
+        _HAS[name] = importlib.util.find_spec(name) is not None
+    return _HAS[name]
+
+
+def is_cupy_array(a: Any) -> bool:
+    """True when ``a`` is a CuPy ndarray (checked without importing CuPy)."""
+    return type(a).__module__.startswith("cupy")
+
+
+def get_array_module(*arrays: Any) -> ModuleType:
+    """Return ``cupy`` if any argument is a CuPy array, else ``numpy``."""
+    for a in arrays:
+        if is_cupy_array(a):
+            import cupy  # noqa: PLC0415  (optional dependency)
+
+            return cupy  # type: ignore[no-any-return]
+    return np
+
+
+def to_numpy(a: Any) -> np.ndarray:
+    """Copy ``a`` to host memory as a NumPy array (no copy for NumPy input)."""
+    if is_cupy_array(a):
+        return a.get()  # type: ignore[no-any-return]
+    return np.asarray(a)
+
+
+def result_dtype(op_dtype: np.dtype, x_dtype: np.dtype, name: str = "x") -> np.dtype:
+    """Computation dtype for applying an operator of ``op_dtype`` to data of ``x_dtype``."""
+    x_dtype = np.dtype(x_dtype)
+    if x_dtype.kind == "c":
+        raise TypeError(
+            f"parameter '{name}' has complex dtype {x_dtype}; modelcs operators are real, "
+            "expected a real floating, integer or boolean array"
+        )
+    if x_dtype.kind == "f":
+        return np.result_type(op_dtype, x_dtype)
+    if x_dtype.kind in "biu":
+        return np.dtype(op_dtype)
+    raise TypeError(f"parameter '{name}' has dtype {x_dtype}; expected a real numeric array")

@@ -1,0 +1,371 @@
+"""The linear-operator protocol shared by every modelcs operator.
+
+An operator maps arrays of shape ``in_shape`` to arrays of shape ``out_shape``.  Its
+matrix is ``prod(out_shape) x prod(in_shape)``; rows are the C-order flattening of
+``out_shape`` and columns that of ``in_shape``.  Applying it (``op @ x``) accepts
+
+* ``x`` of shape ``in_shape``            -> result of shape ``out_shape``;
+* ``x`` of shape ``(B, *in_shape)``      -> result of shape ``(B, *out_shape)`` (a batch);
+* ``x`` flat, of shape ``(prod(in_shape),)`` -> flat result of length ``prod(out_shape)``.
+
+Subclasses implement ``_forward`` and ``_adjoint`` on batched arrays
+``(B, *in_shape)`` / ``(B, *out_shape)``.  ``op.T`` (equal to ``op.H``: all operators
+here are real) is a view that swaps the two; composition (``A @ B``), scalar multiples,
+sums, negation and :func:`vstack` build new operators with correct adjoints.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .._backend import get_array_module, result_dtype, to_numpy
+from .._validation import check_finite, check_rng
+
+__all__ = ["LinearOperator", "vstack", "dottest"]
+
+
+class LinearOperator:
+    """Base class: a real linear map between arrays of fixed shapes.
+
+    Attributes
+    ----------
+    in_shape, out_shape : tuple of int
+        Shapes of one input / output (without batch axis).
+    dtype : numpy.dtype
+        The operator's own floating dtype (see :mod:`modelcs._backend` for mixed dtypes).
+    """
+
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    dtype: np.dtype
+
+    # numpy should defer to our __rmatmul__ / __rmul__
+    __array_priority__ = 1000
+    __array_ufunc__ = None
+
+    def __init__(self, in_shape: Sequence[int], out_shape: Sequence[int], dtype: Any):
+        self.in_shape = tuple(int(s) for s in in_shape)
+        self.out_shape = tuple(int(s) for s in out_shape)
+        self.dtype = np.dtype(dtype)
+
+    # ------------------------------------------------------------------ shapes
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(prod(out_shape), prod(in_shape))``: the shape of the matrix."""
+        return (math.prod(self.out_shape), math.prod(self.in_shape))
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {self.in_shape} -> {self.out_shape}, "
+            f"matrix {self.shape[0]}x{self.shape[1]}, dtype={self.dtype}>"
+        )
+
+    # ------------------------------------------------------- to be implemented
+    def _forward(self, x: Any) -> Any:  # (B, *in_shape) -> (B, *out_shape)
+        raise NotImplementedError
+
+    def _adjoint(self, y: Any) -> Any:  # (B, *out_shape) -> (B, *in_shape)
+        raise NotImplementedError
+
+    # --------------------------------------------------------------- applying
+    def _apply(self, x: Any, adjoint: bool) -> Any:
+        src = self.out_shape if adjoint else self.in_shape
+        dst = self.in_shape if adjoint else self.out_shape
+        name = "z (adjoint input)" if adjoint else "x"
+        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+            x = np.asarray(x)
+        dt = result_dtype(self.dtype, x.dtype, name)
+        if x.shape == src:
+            batched, flat = False, False
+            xb = x.reshape((1, *src))
+        elif x.ndim == len(src) + 1 and tuple(x.shape[1:]) == src:
+            batched, flat = True, False
+            xb = x
+        elif x.ndim == 1 and x.shape[0] == math.prod(src):
+            batched, flat = False, True
+            xb = x.reshape((1, *src))
+        else:
+            raise ValueError(
+                f"{type(self).__name__}{'.T' if adjoint else ''}: parameter '{name}' has shape "
+                f"{tuple(x.shape)}; expected {src}, a batch (B, {', '.join(map(str, src))}) "
+                f"or a flat vector of length {math.prod(src)}"
+            )
+        check_finite(name, xb)
+        xb = xb.astype(dt, copy=False)
+        out = self._adjoint(xb) if adjoint else self._forward(xb)
+        if flat:
+            return out.reshape(-1)
+        if not batched:
+            return out.reshape(dst)
+        return out
+
+    def matvec(self, x: Any) -> Any:
+        """``self @ x`` for an array ``x`` (single, batched or flat)."""
+        return self._apply(x, adjoint=False)
+
+    def rmatvec(self, y: Any) -> Any:
+        """``self.T @ y``: the adjoint applied to ``y``."""
+        return self._apply(y, adjoint=True)
+
+    def __matmul__(self, other: Any) -> Any:
+        if isinstance(other, LinearOperator):
+            return _Composition(self, other)
+        return self.matvec(other)
+
+    def __rmatmul__(self, other: Any) -> Any:
+        if isinstance(other, LinearOperator):
+            return _Composition(other, self)
+        return NotImplemented
+
+    # ---------------------------------------------------------- adjoint views
+    @property
+    def T(self) -> LinearOperator:  # noqa: N802  (matrix convention)
+        """The adjoint (transpose) as an operator; no data is copied."""
+        return _Adjoint(self)
+
+    @property
+    def H(self) -> LinearOperator:  # noqa: N802
+        """Conjugate transpose; equal to :attr:`T` since operators are real."""
+        return self.T
+
+    # ------------------------------------------------------------- arithmetic
+    def __mul__(self, c: Any) -> LinearOperator:
+        if isinstance(c, numbers.Real) and not isinstance(c, bool):
+            return _Scaled(self, float(c))
+        return NotImplemented
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> LinearOperator:
+        return _Scaled(self, -1.0)
+
+    def __add__(self, other: Any) -> LinearOperator:
+        if isinstance(other, LinearOperator):
+            return _Sum(self, other)
+        return NotImplemented
+
+    def __sub__(self, other: Any) -> LinearOperator:
+        if isinstance(other, LinearOperator):
+            return _Sum(self, -other)
+        return NotImplemented
+
+    # ------------------------------------------------------------ conversions
+    def to_dense(self, *, xp: Any = np) -> Any:
+        """The matrix ``prod(out_shape) x prod(in_shape)`` (formed only when asked).
+
+        Built column by column from the operator itself (batched identity), so it is
+        exactly what ``@`` computes.
+        """
+        n_in = self.shape[1]
+        eye = xp.eye(n_in, dtype=self.dtype).reshape((n_in, *self.in_shape))
+        cols = self._forward(eye)
+        return cols.reshape(n_in, -1).T.copy()
+
+    def to_sparse(self) -> Any:
+        """The matrix as ``scipy.sparse.csr_array`` (generic fallback: via the dense matrix)."""
+        import scipy.sparse as sp
+
+        return sp.csr_array(to_numpy(self.to_dense()))
+
+    def aslinearoperator(self) -> Any:
+        """A ``scipy.sparse.linalg.LinearOperator`` acting on flat NumPy vectors."""
+        from scipy.sparse.linalg import LinearOperator as SciPyLinearOperator
+
+        def _mv(v: np.ndarray) -> np.ndarray:
+            v = np.asarray(v).reshape(-1)
+            return np.asarray(self.matvec(v))
+
+        def _rmv(v: np.ndarray) -> np.ndarray:
+            v = np.asarray(v).reshape(-1)
+            return np.asarray(self.rmatvec(v))
+
+        def _mm(V: np.ndarray) -> np.ndarray:
+            V = np.asarray(V)
+            out = self.matvec(np.ascontiguousarray(V.T).reshape((V.shape[1], *self.in_shape)))
+            return np.asarray(out).reshape(V.shape[1], -1).T
+
+        def _rmm(V: np.ndarray) -> np.ndarray:
+            V = np.asarray(V)
+            out = self.rmatvec(np.ascontiguousarray(V.T).reshape((V.shape[1], *self.out_shape)))
+            return np.asarray(out).reshape(V.shape[1], -1).T
+
+        return SciPyLinearOperator(
+            shape=self.shape, dtype=self.dtype, matvec=_mv, rmatvec=_rmv, matmat=_mm, rmatmat=_rmm
+        )
+
+
+class _Adjoint(LinearOperator):
+    def __init__(self, op: LinearOperator):
+        super().__init__(op.out_shape, op.in_shape, op.dtype)
+        self.op = op
+
+    def _forward(self, x: Any) -> Any:
+        return self.op._adjoint(x)
+
+    def _adjoint(self, y: Any) -> Any:
+        return self.op._forward(y)
+
+    @property
+    def T(self) -> LinearOperator:  # noqa: N802
+        return self.op
+
+    def __repr__(self) -> str:
+        return f"{self.op!r}.T"
+
+
+class _Composition(LinearOperator):
+    def __init__(self, A: LinearOperator, B: LinearOperator):
+        if A.in_shape != B.out_shape:
+            raise ValueError(
+                f"cannot compose operators: left operand takes inputs of shape {A.in_shape} "
+                f"but right operand returns {B.out_shape}; expected them equal"
+            )
+        super().__init__(B.in_shape, A.out_shape, np.result_type(A.dtype, B.dtype))
+        self.A, self.B = A, B
+
+    def _forward(self, x: Any) -> Any:
+        return self.A._forward(self.B._forward(x))
+
+    def _adjoint(self, y: Any) -> Any:
+        return self.B._adjoint(self.A._adjoint(y))
+
+
+class _Scaled(LinearOperator):
+    def __init__(self, op: LinearOperator, c: float):
+        super().__init__(op.in_shape, op.out_shape, op.dtype)
+        self.op, self.c = op, c
+
+    def _forward(self, x: Any) -> Any:
+        return self.op._forward(x) * self.c
+
+    def _adjoint(self, y: Any) -> Any:
+        return self.op._adjoint(y) * self.c
+
+
+class _Sum(LinearOperator):
+    def __init__(self, A: LinearOperator, B: LinearOperator):
+        if A.in_shape != B.in_shape or A.out_shape != B.out_shape:
+            raise ValueError(
+                f"cannot add operators {A.in_shape}->{A.out_shape} and "
+                f"{B.in_shape}->{B.out_shape}; expected equal input and output shapes"
+            )
+        super().__init__(A.in_shape, A.out_shape, np.result_type(A.dtype, B.dtype))
+        self.A, self.B = A, B
+
+    def _forward(self, x: Any) -> Any:
+        return self.A._forward(x) + self.B._forward(x)
+
+    def _adjoint(self, y: Any) -> Any:
+        return self.A._adjoint(y) + self.B._adjoint(y)
+
+
+class _VStack(LinearOperator):
+    """Operators with a common input stacked along the first output axis.
+
+    When all ``out_shape[1:]`` agree (e.g. conv operators on the same grid) the outputs
+    are concatenated along their channel axis, so ``vstack([W, -W])`` maps ``(M, *D)`` to
+    ``(2K, *n)`` -- the CReLU pair.  Otherwise outputs are flattened and concatenated.
+    """
+
+    def __init__(self, ops: Sequence[LinearOperator]):
+        ops = list(ops)
+        if not ops or not all(isinstance(o, LinearOperator) for o in ops):
+            raise TypeError("vstack: parameter 'operators' must be a non-empty list of operators")
+        in_shape = ops[0].in_shape
+        for i, o in enumerate(ops):
+            if o.in_shape != in_shape:
+                raise ValueError(
+                    f"vstack: operator {i} takes inputs of shape {o.in_shape}; expected "
+                    f"{in_shape} like operator 0"
+                )
+        tails = {o.out_shape[1:] for o in ops}
+        if len(tails) == 1 and all(len(o.out_shape) >= 1 for o in ops):
+            self._channel = True
+            self._sizes = [o.out_shape[0] for o in ops]
+            out_shape: tuple[int, ...] = (sum(self._sizes), *ops[0].out_shape[1:])
+        else:
+            self._channel = False
+            self._sizes = [o.shape[0] for o in ops]
+            out_shape = (sum(self._sizes),)
+        super().__init__(in_shape, out_shape, np.result_type(*[o.dtype for o in ops]))
+        self.ops = ops
+
+    def _forward(self, x: Any) -> Any:
+        xp = get_array_module(x)
+        outs = [o._forward(x) for o in self.ops]
+        if not self._channel:
+            outs = [o.reshape(o.shape[0], -1) for o in outs]
+        return xp.concatenate(outs, axis=1)
+
+    def _adjoint(self, y: Any) -> Any:
+        total = None
+        start = 0
+        for o, s in zip(self.ops, self._sizes, strict=True):
+            part = y[:, start : start + s]
+            if not self._channel:
+                part = part.reshape((y.shape[0], *o.out_shape))
+            r = o._adjoint(part)
+            total = r if total is None else total + r
+            start += s
+        return total
+
+
+def vstack(operators: Sequence[LinearOperator]) -> LinearOperator:
+    """Stack operators with the same input shape: ``[A; B; ...]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from modelcs import ConvOperator, vstack
+    >>> W = ConvOperator.random(4, 2, 3, 10, seed=0)
+    >>> P = vstack([W, -W])          # the CReLU pair of the invertibility paper, Sec. 3
+    >>> P.out_shape
+    (8, 8)
+    """
+    return _VStack(operators)
+
+
+def dottest(
+    op: LinearOperator, *, batch: int | None = None, seed: Any = None, rtol: float | None = None
+) -> float:
+    """Adjoint dot test ``<A x, y> = <x, A^T y>`` on random data; returns the relative error.
+
+    The error is ``|<Ax, y> - <x, A^T y>|`` divided by ``max(||Ax|| ||y||, ||x|| ||A^T y||)``,
+    the Cauchy-Schwarz scale of the two inner products, so it is meaningful in float32.
+
+    Raises ``AssertionError`` if the relative error exceeds ``rtol`` (default ``1e-12`` for
+    float64 and ``1e-5`` for float32).
+
+    Examples
+    --------
+    >>> from modelcs import ConvOperator, dottest
+    >>> W = ConvOperator.random(6, 3, (3, 3), (9, 9), stride=2, seed=1)
+    >>> dottest(W) < 1e-12
+    True
+    """
+    rng = check_rng(seed)
+    shp_in = op.in_shape if batch is None else (batch, *op.in_shape)
+    shp_out = op.out_shape if batch is None else (batch, *op.out_shape)
+    x = rng.standard_normal(shp_in).astype(op.dtype)
+    y = rng.standard_normal(shp_out).astype(op.dtype)
+    ax = to_numpy(op @ x).astype(np.float64)
+    aty = to_numpy(op.T @ y).astype(np.float64)
+    lhs = float(np.vdot(ax, y.astype(np.float64)))
+    rhs = float(np.vdot(x.astype(np.float64), aty))
+    # error relative to the Cauchy-Schwarz scale of the two inner products
+    scale = max(
+        float(np.linalg.norm(ax) * np.linalg.norm(y)),
+        float(np.linalg.norm(x) * np.linalg.norm(aty)),
+        1e-300,
+    )
+    err = abs(lhs - rhs) / scale
+    if rtol is None:
+        rtol = 1e-5 if op.dtype == np.float32 else 1e-12
+    if err > rtol:
+        raise AssertionError(f"dot test failed: <Ax,y>={lhs!r}, <x,A^T y>={rhs!r}, rel={err:.3e}")
+    return err

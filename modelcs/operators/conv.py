@@ -1,0 +1,641 @@
+"""Multichannel 1-D/2-D strided convolution as a linear operator (DESIGN.md Sec. 2.1).
+
+``W @ x`` is the cross-correlation summed over input channels that
+``torch.nn.functional.conv1d/conv2d`` compute; ``W.T @ z`` is its exact adjoint (the
+transposed convolution).  As a matrix ``W`` is ``K*prod(n) x M*prod(D)``: its rows are the
+shifted filters, grouped in ``K`` blocks of ``prod(n)`` rows, one block per filter
+(invertibility paper, Sec. 2.2); in compressive-sensing notation ``Phi = W^T``.
+
+Engines
+-------
+``"gemm"``  patches + one matrix product (im2col); the adjoint is a matrix product followed
+            by ``prod(l)`` strided additions (col2im).  NumPy or CuPy.
+``"fft"``   products of per-frequency ``K x M`` matrices (the operator is block diagonal in
+            frequency before striding).  NumPy or CuPy.  Used by ``"auto"`` for stride 1
+            when its operation count is lower (many channels, small grids).
+``"torch"`` ``torch.nn.functional.conv{1,2}d`` / ``conv_transpose{1,2}d`` on zero-copy
+            views of NumPy arrays (CPU).  Requires PyTorch; never chosen by ``"auto"``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .._backend import get_array_module, has_module, to_numpy
+from .._validation import as_int_tuple, check_choice, check_finite, check_positive_int, check_rng
+from .base import LinearOperator
+
+__all__ = ["ConvOperator"]
+
+_ENGINES = ("auto", "gemm", "fft", "torch")
+_PAD_MODES = ("valid", "same", "circular")
+
+
+def _parse_padding(
+    padding: Any, d: int, D: tuple[int, ...], l: tuple[int, ...], t: tuple[int, ...]
+) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """Return (mode, per-axis (lo, hi) zero padding).  ``mode`` is 'zeros' or 'circular'."""
+    if isinstance(padding, str):
+        check_choice("padding", padding, _PAD_MODES)
+        if padding == "valid":
+            return "zeros", tuple((0, 0) for _ in range(d))
+        if padding == "circular":
+            return "circular", tuple((0, 0) for _ in range(d))
+        pads = []
+        for Da, la, ta in zip(D, l, t, strict=True):
+            n = -(-Da // ta)
+            total = max((n - 1) * ta + la - Da, 0)
+            pads.append((total // 2, total - total // 2))
+        return "zeros", tuple(pads)
+    if isinstance(padding, (int, np.integer)) and not isinstance(padding, bool):
+        p = int(padding)
+        if p < 0:
+            raise ValueError(f"parameter 'padding' must be >= 0; got {padding!r}")
+        return "zeros", tuple((p, p) for _ in range(d))
+    if isinstance(padding, (tuple, list)) and len(padding) == d:
+        pads = []
+        for p in padding:
+            if isinstance(p, (int, np.integer)) and not isinstance(p, bool) and p >= 0:
+                pads.append((int(p), int(p)))
+            elif (
+                isinstance(p, (tuple, list))
+                and len(p) == 2
+                and all(isinstance(q, (int, np.integer)) and q >= 0 for q in p)
+            ):
+                pads.append((int(p[0]), int(p[1])))
+            else:
+                break
+        else:
+            return "zeros", tuple(pads)
+    raise ValueError(
+        f"parameter 'padding' must be 'valid', 'same', 'circular', a non-negative int, or a "
+        f"tuple of {d} non-negative ints or (before, after) pairs; got {padding!r}"
+    )
+
+
+class ConvOperator(LinearOperator):
+    """A multichannel, strided 1-D or 2-D convolution ``W`` as a linear operator.
+
+    Parameters
+    ----------
+    filters : array_like, shape ``(K, M/groups, l)`` or ``(K, M/groups, l1, l2)``
+        The filter bank in PyTorch's ``OIL`` / ``OIHW`` layout (NumPy or CuPy; real).
+    input_shape : int or tuple of int
+        Spatial shape ``D`` / ``(D1, D2)`` of one input, or the full ``(M, *D)``.
+    stride : int or tuple of int, default 1
+        Stride ``t`` per spatial axis.
+    padding : {'valid', 'same', 'circular'} or int or tuple, default 'valid'
+        ``'valid'`` (the papers'): ``n = (D - l)//t + 1`` shifts per axis; when ``t`` does not
+        divide ``D - l`` the trailing ``(D - l) % t`` samples are not covered by any shifted
+        filter (see :attr:`uncovered`).  ``'same'``: zero padding with ``n = ceil(D/t)``
+        (PyTorch's rule for stride 1, TensorFlow's for larger strides: the odd sample of
+        padding goes after).  ``'circular'``: periodic input, ``h[i] = sum_j w[j] x[(i*t + j)
+        mod D]``, ``n = ceil(D/t)``.  An int or per-axis tuple: symmetric zero padding as in
+        PyTorch; per-axis ``(before, after)`` pairs give asymmetric padding (ONNX).
+    groups : int, default 1
+        Grouped convolution as in PyTorch (``groups == M`` is depthwise).
+    engine : {'auto', 'gemm', 'fft', 'torch'}, default 'auto'
+        Algorithm (see the module docstring).  All engines give the same operator.
+    dtype : dtype, optional
+        ``float32`` or ``float64``; defaults to the filters' dtype (``float64`` for
+        non-floating filters).
+
+    Notes
+    -----
+    ``W @ x`` takes ``(M, *D)``, ``(B, M, *D)`` or a flat vector of length ``M*prod(D)`` and
+    returns ``(K, *n)``, ``(B, K, *n)`` or a flat vector.  ``W.T @ z`` goes back.  The
+    matrix rows are the C-order flattening of ``(K, *n)``, columns of ``(M, *D)``.
+    The array module (NumPy/CuPy) follows the input; filters are moved to the input's
+    device once and cached.  Mixed dtypes follow :func:`numpy.result_type`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from modelcs import ConvOperator
+    >>> W = ConvOperator.random(96, 32, 5, 32, seed=0)     # the paper's Fig. 2 setting
+    >>> W.shape, W.out_shape
+    ((2688, 1024), (96, 28))
+    >>> x = np.random.default_rng(1).standard_normal((32, 32))
+    >>> z = W @ x
+    >>> bool(np.allclose(W.to_dense() @ x.ravel(), z.ravel()))
+    True
+    >>> (W.T @ z).shape
+    (32, 32)
+    """
+
+    def __init__(
+        self,
+        filters: Any,
+        input_shape: int | Sequence[int],
+        *,
+        stride: int | Sequence[int] = 1,
+        padding: Any = "valid",
+        groups: int = 1,
+        engine: str = "auto",
+        dtype: Any = None,
+    ):
+        if not hasattr(filters, "ndim") or not hasattr(filters, "dtype"):
+            filters = np.asarray(filters)
+        if filters.ndim not in (3, 4):
+            raise ValueError(
+                f"parameter 'filters' must have shape (K, M/groups, l) or (K, M/groups, l1, l2); "
+                f"got an array with shape {tuple(filters.shape)} (ndim {filters.ndim})"
+            )
+        if filters.dtype.kind == "c":
+            raise TypeError(f"parameter 'filters' must be real; got dtype {filters.dtype}")
+        if filters.dtype.kind not in "fiub":
+            raise TypeError(f"parameter 'filters' must be numeric; got dtype {filters.dtype}")
+        if dtype is None:
+            dtype = filters.dtype if filters.dtype.kind == "f" else np.float64
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"parameter 'dtype' must be float32 or float64; got {dtype}")
+        if min(filters.shape) < 1:
+            raise ValueError(f"parameter 'filters' has an empty axis: shape {filters.shape}")
+        check_finite("filters", filters)
+        d = filters.ndim - 2
+        K, Mg = int(filters.shape[0]), int(filters.shape[1])
+        l = tuple(int(s) for s in filters.shape[2:])
+        groups = check_positive_int("groups", groups)
+        if K % groups:
+            raise ValueError(
+                f"parameter 'groups'={groups} must divide the number of filters K={K} "
+                f"(filters shape {tuple(filters.shape)})"
+            )
+        M = Mg * groups
+        if isinstance(input_shape, (int, np.integer)) and not isinstance(input_shape, bool):
+            input_shape = (int(input_shape),)
+        if not isinstance(input_shape, (tuple, list)) or len(input_shape) not in (d, d + 1):
+            raise ValueError(
+                f"parameter 'input_shape' must be the spatial shape ({d} int{'s' * (d > 1)}) or "
+                f"(M, *D) with {d + 1} ints for {d}-D filters; got {input_shape!r}"
+            )
+        if len(input_shape) == d + 1:
+            if int(input_shape[0]) != M:
+                raise ValueError(
+                    f"parameter 'input_shape' has {input_shape[0]} channels; the filters "
+                    f"{tuple(filters.shape)} with groups={groups} expect M={M}"
+                )
+            input_shape = tuple(input_shape[1:])
+        D = as_int_tuple("input_shape", tuple(input_shape), d)
+        t = as_int_tuple("stride", stride, d)
+        mode, pads = _parse_padding(padding, d, D, l, t)
+        if mode == "circular":
+            for a in range(d):
+                if l[a] > D[a]:
+                    raise ValueError(
+                        f"kernel size {l} is larger than the input {D} along axis {a}; "
+                        "circular padding needs l <= D"
+                    )
+            n = tuple(-(-D[a] // t[a]) for a in range(d))
+            Dp = tuple(D[a] + l[a] - 1 for a in range(d))
+        else:
+            Dp = tuple(D[a] + pads[a][0] + pads[a][1] for a in range(d))
+            for a in range(d):
+                if l[a] > Dp[a]:
+                    raise ValueError(
+                        f"kernel size {l} is larger than the padded input {Dp} along axis {a} "
+                        f"(input_shape {D}, padding {padding!r}); expected l <= D + padding"
+                    )
+            n = tuple((Dp[a] - l[a]) // t[a] + 1 for a in range(d))
+        self.engine = check_choice("engine", engine, _ENGINES)
+        if engine == "torch" and not has_module("torch"):
+            raise ImportError("engine='torch' needs PyTorch: pip install 'modelcs[torch]'")
+
+        xp = get_array_module(filters)
+        self._filters = filters.astype(dtype, copy=False) if xp is not np else np.asarray(
+            filters, dtype=dtype
+        )
+        self.ndim_spatial = d
+        self.groups = groups
+        self.kernel_size = l
+        self.stride = t
+        self.padding = padding
+        self._mode = mode
+        self._pads = pads
+        self._Dp = Dp
+        self.input_spatial = D
+        self.output_spatial = n
+        self.n_channels_in = M
+        self._cache: dict[tuple[Any, ...], Any] = {}
+        super().__init__((M, *D), (K, *n), dtype)
+
+    # ------------------------------------------------------------- properties
+    @property
+    def filters(self) -> Any:
+        """The filter bank ``(K, M/groups, *l)`` (as given, cast to :attr:`dtype`)."""
+        return self._filters
+
+    @property
+    def n_blocks(self) -> int:
+        """Number of blocks of rows of ``W`` = number of filters ``K``."""
+        return self.out_shape[0]
+
+    @property
+    def block_shape(self) -> tuple[int, ...]:
+        """Shape ``n`` of one filter's response map (one block of the code ``z``)."""
+        return self.output_spatial
+
+    @property
+    def uncovered(self) -> tuple[int, ...]:
+        """Trailing samples per axis of the (padded) input that no shifted filter touches."""
+        if self._mode == "circular":
+            return tuple(0 for _ in self.stride)
+        return tuple(
+            (Dp - la) % ta for Dp, la, ta in zip(self._Dp, self.kernel_size, self.stride, strict=True)
+        )
+
+    def _params(self) -> dict[str, Any]:
+        return dict(
+            stride=self.stride, padding=self.padding, groups=self.groups, engine=self.engine
+        )
+
+    def with_filters(self, filters: Any) -> ConvOperator:
+        """A new operator with the same geometry and other filters of the same shape."""
+        if tuple(filters.shape) != tuple(self._filters.shape):
+            raise ValueError(
+                f"parameter 'filters' has shape {tuple(filters.shape)}; expected "
+                f"{tuple(self._filters.shape)}"
+            )
+        return ConvOperator(filters, self.input_spatial, dtype=self.dtype, **self._params())
+
+    def with_engine(self, engine: str) -> ConvOperator:
+        """The same operator computed by another engine."""
+        params = self._params()
+        params["engine"] = engine
+        return ConvOperator(self._filters, self.input_spatial, dtype=self.dtype, **params)
+
+    def astype(self, dtype: Any) -> ConvOperator:
+        """The same operator with filters cast to ``dtype`` (float32 or float64)."""
+        return ConvOperator(self._filters, self.input_spatial, dtype=dtype, **self._params())
+
+    def normalized(self) -> ConvOperator:
+        """A copy whose filters have unit Frobenius norm each (unit-norm rows in 'valid')."""
+        w = self._filters
+        xp = get_array_module(w)
+        norms = xp.sqrt((w.astype(np.float64) ** 2).reshape(w.shape[0], -1).sum(axis=1))
+        if bool((norms == 0).any()):
+            raise ValueError("cannot normalize: some filters are identically zero")
+        w = (w / norms.reshape((-1,) + (1,) * (w.ndim - 1))).astype(self.dtype)
+        return self.with_filters(w)
+
+    @classmethod
+    def random(
+        cls,
+        out_channels: int,
+        in_channels: int,
+        kernel_size: int | Sequence[int],
+        input_shape: int | Sequence[int],
+        *,
+        stride: int | Sequence[int] = 1,
+        padding: Any = "valid",
+        groups: int = 1,
+        normalized: bool = False,
+        seed: Any = None,
+        dtype: Any = np.float64,
+        engine: str = "auto",
+    ) -> ConvOperator:
+        """Random Gaussian filters as in Theorem 3.1 of the invertibility paper.
+
+        Entries are i.i.d. ``N(0, 1) / sqrt(M * prod(l))`` (``M`` = input channels per
+        group), or unit-norm filters when ``normalized=True``.
+
+        Examples
+        --------
+        >>> from modelcs import ConvOperator
+        >>> W = ConvOperator.random(8, 3, (3, 3), (12, 12), stride=2, normalized=True, seed=0)
+        >>> W.out_shape
+        (8, 5, 5)
+        """
+        K = check_positive_int("out_channels", out_channels)
+        M = check_positive_int("in_channels", in_channels)
+        groups = check_positive_int("groups", groups)
+        if M % groups:
+            raise ValueError(
+                f"parameter 'groups'={groups} must divide in_channels={M}"
+            )
+        if isinstance(kernel_size, (int, np.integer)):
+            d = len(input_shape) if isinstance(input_shape, (tuple, list)) else 1
+            if isinstance(input_shape, (tuple, list)) and len(input_shape) == 3:
+                d = 2
+        else:
+            d = len(kernel_size)
+        l = as_int_tuple("kernel_size", kernel_size, d)
+        rng = check_rng(seed)
+        Mg = M // groups
+        w = rng.standard_normal((K, Mg, *l)) / math.sqrt(Mg * math.prod(l))
+        op = cls(
+            w.astype(dtype),
+            input_shape,
+            stride=stride,
+            padding=padding,
+            groups=groups,
+            engine=engine,
+            dtype=dtype,
+        )
+        return op.normalized() if normalized else op
+
+    # ------------------------------------------------------------------ caches
+    def _key(self, xp: Any, dtype: Any, what: str) -> tuple[Any, ...]:
+        dev = xp.cuda.Device().id if xp.__name__ == "cupy" else None
+        return (what, xp.__name__, dev, np.dtype(dtype).str)
+
+    def _w(self, xp: Any, dtype: Any) -> Any:
+        key = self._key(xp, dtype, "w")
+        w = self._cache.get(key)
+        if w is None:
+            w = xp.asarray(self._filters).astype(dtype, copy=False)
+            self._cache[key] = w
+        return w
+
+    def _wmat(self, xp: Any, dtype: Any) -> Any:
+        """Filters as ``(g, Kg, Mg*L)`` for the GEMM engine."""
+        key = self._key(xp, dtype, "wmat")
+        w = self._cache.get(key)
+        if w is None:
+            g = self.groups
+            K = self.out_shape[0]
+            w = xp.ascontiguousarray(self._w(xp, dtype).reshape(g, K // g, -1))
+            self._cache[key] = w
+        return w
+
+    def _wfreq(self, xp: Any, dtype: Any) -> Any:
+        """``conj(rfftn(w, s=Dp))`` as ``(g, F, Kg, Mg)`` for the FFT engine."""
+        key = self._key(xp, dtype, "wf")
+        wf = self._cache.get(key)
+        if wf is None:
+            d, g = self.ndim_spatial, self.groups
+            K, Mg = self._filters.shape[:2]
+            axes = tuple(range(2, 2 + d))
+            W = xp.fft.rfftn(self._w(xp, dtype), s=self._Dp, axes=axes)
+            W = xp.conj(W).reshape(g, K // g, Mg, -1)
+            wf = xp.ascontiguousarray(W.transpose(0, 3, 1, 2))
+            self._cache[key] = wf
+        return wf
+
+    # ---------------------------------------------------------- engine choice
+    def _choose(self, x: Any) -> str:
+        if self.engine != "auto":
+            if self.engine == "torch" and get_array_module(x) is not np:
+                return "gemm"
+            return self.engine
+        if any(s != 1 for s in self.stride):
+            return "gemm"
+        # operation counts per (batch item, filter, input channel)
+        L = math.prod(self.kernel_size)
+        N = math.prod(self.output_spatial)
+        Dp = self._Dp
+        F = math.prod(Dp[:-1]) * (Dp[-1] // 2 + 1)
+        direct = 2.0 * L * N
+        freq = 8.0 * F * 1.6  # complex multiply-add; measured overhead of layouts
+        return "fft" if freq < direct else "gemm"
+
+    # ------------------------------------------------------------ pad / unpad
+    def _pad(self, x: Any) -> Any:
+        """(B, M, *D) -> (B, M, *Dp): zero padding or circular wrap."""
+        xp = get_array_module(x)
+        d = self.ndim_spatial
+        if self._mode == "circular":
+            for a in range(d):
+                ax = 2 + a
+                la = self.kernel_size[a]
+                if la > 1:
+                    idx = [slice(None)] * x.ndim
+                    idx[ax] = slice(0, la - 1)
+                    x = xp.concatenate([x, x[tuple(idx)]], axis=ax)
+            return x
+        if all(p == (0, 0) for p in self._pads):
+            return x
+        out = xp.zeros((*x.shape[:2], *self._Dp), dtype=x.dtype)
+        idx = (slice(None), slice(None)) + tuple(
+            slice(lo, lo + Da) for (lo, _), Da in zip(self._pads, self.input_spatial, strict=True)
+        )
+        out[idx] = x
+        return out
+
+    def _unpad(self, xpad: Any) -> Any:
+        """Adjoint of :meth:`_pad`: (B, M, *Dp) -> (B, M, *D)."""
+        d = self.ndim_spatial
+        if self._mode == "circular":
+            for a in reversed(range(d)):
+                ax = 2 + a
+                la, Da = self.kernel_size[a], self.input_spatial[a]
+                if la > 1:
+                    head = [slice(None)] * xpad.ndim
+                    head[ax] = slice(0, Da)
+                    tail = [slice(None)] * xpad.ndim
+                    tail[ax] = slice(Da, None)
+                    front = [slice(None)] * xpad.ndim
+                    front[ax] = slice(0, la - 1)
+                    res = xpad[tuple(head)].copy()
+                    res[tuple(front)] += xpad[tuple(tail)]
+                    xpad = res
+            return xpad
+        if all(p == (0, 0) for p in self._pads):
+            return xpad
+        idx = (slice(None), slice(None)) + tuple(
+            slice(lo, lo + Da) for (lo, _), Da in zip(self._pads, self.input_spatial, strict=True)
+        )
+        return xpad[idx]
+
+    def _subsample_slices(self) -> tuple[slice, ...]:
+        return tuple(
+            slice(0, (na - 1) * ta + 1, ta)
+            for na, ta in zip(self.output_spatial, self.stride, strict=True)
+        )
+
+    # ------------------------------------------------------------ GEMM engine
+    def _forward_gemm(self, x: Any) -> Any:
+        xp = get_array_module(x)
+        xpad = xp.ascontiguousarray(self._pad(x))
+        B, M = xpad.shape[:2]
+        d, g = self.ndim_spatial, self.groups
+        n, l, t = self.output_spatial, self.kernel_size, self.stride
+        K = self.out_shape[0]
+        Kg, Mg = K // g, M // g
+        s = xpad.strides
+        win = xp.lib.stride_tricks.as_strided(
+            xpad,
+            shape=(B, g, Mg, *n, *l),
+            strides=(s[0], Mg * s[1], s[1], *(s[2 + a] * t[a] for a in range(d)), *s[2:]),
+        )
+        # (g, B, *n, Mg, *l): one copy (im2col)
+        perm = (1, 0, *range(3, 3 + d), 2, *range(3 + d, 3 + 2 * d))
+        N = math.prod(n)
+        cols = win.transpose(perm).reshape(g, B * N, Mg * math.prod(l))
+        wm = self._wmat(xp, x.dtype)  # (g, Kg, Mg*L)
+        out = xp.matmul(cols, wm.transpose(0, 2, 1))  # (g, B*N, Kg)
+        out = out.reshape(g, B, N, Kg).transpose(1, 0, 3, 2).reshape(B, K, *n)
+        return xp.ascontiguousarray(out)
+
+    def _adjoint_gemm(self, z: Any) -> Any:
+        xp = get_array_module(z)
+        B = z.shape[0]
+        d, g = self.ndim_spatial, self.groups
+        n, l, t = self.output_spatial, self.kernel_size, self.stride
+        K, M = self.out_shape[0], self.in_shape[0]
+        Kg, Mg = K // g, M // g
+        N, L = math.prod(n), math.prod(l)
+        zt = z.reshape(B, g, Kg, N).transpose(1, 0, 3, 2).reshape(g, B * N, Kg)
+        cols = xp.matmul(zt, self._wmat(xp, z.dtype))  # (g, B*N, Mg*L)
+        cols = cols.reshape(g, B, *n, Mg, L)
+        # move to (B, g, Mg, *n, L)
+        perm = (1, 0, 2 + d, *range(2, 2 + d), 3 + d)
+        cols = cols.transpose(perm).reshape(B, M, *n, L)
+        xpad = xp.zeros((B, M, *self._Dp), dtype=z.dtype)
+        for j, offs in enumerate(np.ndindex(*l)):
+            idx = (slice(None), slice(None)) + tuple(
+                slice(o, o + (na - 1) * ta + 1, ta) for o, na, ta in zip(offs, n, t, strict=True)
+            )
+            xpad[idx] += cols[..., j]
+        return self._unpad(xpad)
+
+    # ------------------------------------------------------------- FFT engine
+    def _forward_fft(self, x: Any) -> Any:
+        xp = get_array_module(x)
+        xpad = self._pad(x)
+        B, M = xpad.shape[:2]
+        d, g = self.ndim_spatial, self.groups
+        K = self.out_shape[0]
+        Kg, Mg = K // g, M // g
+        axes = tuple(range(2, 2 + d))
+        X = xp.fft.rfftn(xpad, axes=axes)
+        fshape = X.shape[2:]
+        X = X.reshape(B, g, Mg, -1).transpose(1, 3, 2, 0)  # (g, F, Mg, B)
+        H = xp.matmul(self._wfreq(xp, x.dtype), X)  # (g, F, Kg, B)
+        H = H.transpose(3, 0, 2, 1).reshape(B, K, *fshape)
+        h = xp.fft.irfftn(H, s=self._Dp, axes=axes)
+        out = h[(slice(None), slice(None)) + self._subsample_slices()]
+        return xp.ascontiguousarray(out.astype(x.dtype, copy=False))
+
+    def _adjoint_fft(self, z: Any) -> Any:
+        xp = get_array_module(z)
+        B = z.shape[0]
+        d, g = self.ndim_spatial, self.groups
+        K, M = self.out_shape[0], self.in_shape[0]
+        Kg, Mg = K // g, M // g
+        axes = tuple(range(2, 2 + d))
+        if all(ta == 1 for ta in self.stride) and tuple(self.output_spatial) == self._Dp:
+            zu = z
+        else:
+            zu = xp.zeros((B, K, *self._Dp), dtype=z.dtype)
+            zu[(slice(None), slice(None)) + self._subsample_slices()] = z
+        Z = xp.fft.rfftn(zu, axes=axes)
+        fshape = Z.shape[2:]
+        Z = Z.reshape(B, g, Kg, -1).transpose(1, 3, 2, 0)  # (g, F, Kg, B)
+        # W^H Z = conj(W^T conj(Z)) with W the cached conj(FFT(w)): no conjugated copy of W
+        Xf = xp.conj(xp.matmul(self._wfreq(xp, z.dtype).transpose(0, 1, 3, 2), xp.conj(Z)))
+        Xf = Xf.transpose(3, 0, 2, 1).reshape(B, M, *fshape)
+        xpad = xp.fft.irfftn(Xf, s=self._Dp, axes=axes).astype(z.dtype, copy=False)
+        return xp.ascontiguousarray(self._unpad(xpad))
+
+    # ----------------------------------------------------------- torch engine
+    def _torch_w(self, dtype: Any) -> Any:
+        key = ("torch", np.dtype(dtype).str)
+        w = self._cache.get(key)
+        if w is None:
+            import torch
+
+            w = torch.from_numpy(np.ascontiguousarray(to_numpy(self._filters).astype(dtype)))
+            self._cache[key] = w
+        return w
+
+    def _forward_torch(self, x: Any) -> Any:
+        import torch
+        import torch.nn.functional as F
+
+        xpad = np.ascontiguousarray(self._pad(x))
+        conv = F.conv1d if self.ndim_spatial == 1 else F.conv2d
+        with torch.no_grad():
+            out = conv(
+                torch.from_numpy(xpad), self._torch_w(x.dtype), stride=self.stride,
+                groups=self.groups,
+            )
+        return out.numpy()
+
+    def _adjoint_torch(self, z: Any) -> Any:
+        import torch
+        import torch.nn.functional as F
+
+        convt = F.conv_transpose1d if self.ndim_spatial == 1 else F.conv_transpose2d
+        n, l, t = self.output_spatial, self.kernel_size, self.stride
+        opad = tuple(
+            Dp - ((na - 1) * ta + la) for Dp, na, ta, la in zip(self._Dp, n, t, l, strict=True)
+        )
+        with torch.no_grad():
+            xpad = convt(
+                torch.from_numpy(np.ascontiguousarray(z)), self._torch_w(z.dtype), stride=t,
+                output_padding=opad, groups=self.groups,
+            )
+        return np.ascontiguousarray(self._unpad(xpad.numpy()))
+
+    # ------------------------------------------------------------- protocol
+    def _forward(self, x: Any) -> Any:
+        eng = self._choose(x)
+        if eng == "fft":
+            return self._forward_fft(x)
+        if eng == "torch":
+            return self._forward_torch(x)
+        return self._forward_gemm(x)
+
+    def _adjoint(self, z: Any) -> Any:
+        eng = self._choose(z)
+        if eng == "fft":
+            return self._adjoint_fft(z)
+        if eng == "torch":
+            return self._adjoint_torch(z)
+        return self._adjoint_gemm(z)
+
+    # ------------------------------------------------------------ conversions
+    def _sparse_indices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Row, column and filter-entry index of every nonzero of ``W`` (NumPy)."""
+        d, g = self.ndim_spatial, self.groups
+        K, M = self.out_shape[0], self.in_shape[0]
+        Kg, Mg = K // g, M // g
+        n, l, t, D = self.output_spatial, self.kernel_size, self.stride, self.input_spatial
+        N, L = math.prod(n), math.prod(l)
+        k = np.arange(K).reshape(K, 1, 1, 1)
+        p = np.arange(N).reshape(1, N, 1, 1)
+        mg = np.arange(Mg).reshape(1, 1, Mg, 1)
+        j = np.arange(L).reshape(1, 1, 1, L)
+        pm = np.unravel_index(p, n)
+        jm = np.unravel_index(j, l)
+        valid = np.ones((1, N, 1, L), dtype=bool)
+        flat_pos = np.zeros((1, N, 1, L), dtype=np.int64)
+        for a in range(d):
+            pos = pm[a] * t[a] + jm[a]
+            if self._mode == "circular":
+                pos = pos % D[a]
+            else:
+                pos = pos - self._pads[a][0]
+                valid = valid & (pos >= 0) & (pos < D[a])
+            flat_pos = flat_pos * D[a] + np.clip(pos, 0, D[a] - 1)
+        m = (k // Kg) * Mg + mg
+        rows = np.broadcast_to(k * N + p, (K, N, Mg, L))
+        cols = np.broadcast_to(m * math.prod(D) + flat_pos, (K, N, Mg, L))
+        ent = np.broadcast_to((k * Mg + mg) * L + j, (K, N, Mg, L))
+        keep = np.broadcast_to(valid, (K, N, Mg, L))
+        return rows[keep], cols[keep], ent[keep]
+
+    def to_sparse(self) -> Any:
+        """``W`` as a ``scipy.sparse.csr_array`` built from the filter taps (no dense step).
+
+        Examples
+        --------
+        >>> from modelcs import ConvOperator
+        >>> W = ConvOperator.random(4, 2, 3, 10, seed=0)
+        >>> S = W.to_sparse()
+        >>> S.shape, S.nnz
+        ((32, 20), 192)
+        """
+        import scipy.sparse as sp
+
+        rows, cols, ent = self._sparse_indices()
+        vals = to_numpy(self._filters).reshape(-1)[ent]
+        return sp.csr_array(
+            sp.coo_array((vals, (rows, cols)), shape=self.shape)
+        )
