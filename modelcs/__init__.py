@@ -8,8 +8,12 @@ See ``DESIGN.md`` conventions: signals ``(M, *D)`` or ``(B, M, *D)``, filters ``
 ``W @ x`` is a CNN layer's linear part, ``Phi = W.T`` is the measurement operator.
 """
 
-from .operators import ConvOperator, LinearOperator, dottest, vstack
+# Each line re-exports one public name ("X as X" marks it public for ruff and mypy).
+from .operators import ConvOperator as ConvOperator
+from .operators import LinearOperator as LinearOperator
+from .operators import dottest as dottest
+from .operators import vstack as vstack
+
+# -- end of public imports --
 
 __version__ = "0.1.0"
-
-__all__ = ["ConvOperator", "LinearOperator", "dottest", "vstack", "__version__"]

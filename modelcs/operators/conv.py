@@ -245,9 +245,8 @@ class ConvOperator(LinearOperator):
         """Trailing samples per axis of the (padded) input that no shifted filter touches."""
         if self._mode == "circular":
             return tuple(0 for _ in self.stride)
-        return tuple(
-            (Dp - la) % ta for Dp, la, ta in zip(self._Dp, self.kernel_size, self.stride, strict=True)
-        )
+        geom = zip(self._Dp, self.kernel_size, self.stride, strict=True)
+        return tuple((Dp - la) % ta for Dp, la, ta in geom)
 
     def _params(self) -> dict[str, Any]:
         return dict(
@@ -425,14 +424,9 @@ class ConvOperator(LinearOperator):
                 ax = 2 + a
                 la, Da = self.kernel_size[a], self.input_spatial[a]
                 if la > 1:
-                    head = [slice(None)] * xpad.ndim
-                    head[ax] = slice(0, Da)
-                    tail = [slice(None)] * xpad.ndim
-                    tail[ax] = slice(Da, None)
-                    front = [slice(None)] * xpad.ndim
-                    front[ax] = slice(0, la - 1)
-                    res = xpad[tuple(head)].copy()
-                    res[tuple(front)] += xpad[tuple(tail)]
+                    pre = (slice(None),) * ax
+                    res = xpad[pre + (slice(0, Da),)].copy()
+                    res[pre + (slice(0, la - 1),)] += xpad[pre + (slice(Da, None),)]
                     xpad = res
             return xpad
         if all(p == (0, 0) for p in self._pads):
@@ -501,7 +495,7 @@ class ConvOperator(LinearOperator):
         B, M = xpad.shape[:2]
         d, g = self.ndim_spatial, self.groups
         K = self.out_shape[0]
-        Kg, Mg = K // g, M // g
+        Mg = M // g
         axes = tuple(range(2, 2 + d))
         X = xp.fft.rfftn(xpad, axes=axes)
         fshape = X.shape[2:]
@@ -517,7 +511,7 @@ class ConvOperator(LinearOperator):
         B = z.shape[0]
         d, g = self.ndim_spatial, self.groups
         K, M = self.out_shape[0], self.in_shape[0]
-        Kg, Mg = K // g, M // g
+        Kg = K // g
         axes = tuple(range(2, 2 + d))
         if all(ta == 1 for ta in self.stride) and tuple(self.output_spatial) == self._Dp:
             zu = z

@@ -1,0 +1,1 @@
+"""Thin adapters from trained-network weights to ConvOperator."""

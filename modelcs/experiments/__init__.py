@@ -1,0 +1,1 @@
+"""Experiments: figure reproductions, coherence tables, phase transitions (local / Dask)."""

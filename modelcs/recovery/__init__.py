@@ -1,0 +1,1 @@
+"""Recovery algorithms: model-based IHT and CoSaMP, Lasso (FISTA), Algorithm 2."""
