@@ -403,9 +403,8 @@ class ConvOperator(LinearOperator):
                 ax = 2 + a
                 la = self.kernel_size[a]
                 if la > 1:
-                    idx = [slice(None)] * x.ndim
-                    idx[ax] = slice(0, la - 1)
-                    x = xp.concatenate([x, x[tuple(idx)]], axis=ax)
+                    head = (slice(None),) * ax + (slice(0, la - 1),)
+                    x = xp.concatenate([x, x[head]], axis=ax)
             return x
         if all(p == (0, 0) for p in self._pads):
             return x
