@@ -210,6 +210,10 @@ class _Adjoint(LinearOperator):
     def _adjoint(self, y: Any) -> Any:
         return self.op._forward(y)
 
+    def _apply(self, x: Any, adjoint: bool) -> Any:
+        # validate and name arguments as the underlying operator's adjoint does
+        return self.op._apply(x, not adjoint)
+
     @property
     def T(self) -> LinearOperator:  # noqa: N802
         return self.op

@@ -347,7 +347,8 @@ class ConvOperator(LinearOperator):
         key = self._key(xp, dtype, "w")
         w = self._cache.get(key)
         if w is None:
-            w = xp.asarray(self._filters).astype(dtype, copy=False)
+            src = to_numpy(self._filters) if xp is np else self._filters
+            w = xp.asarray(src).astype(dtype, copy=False)
             self._cache[key] = w
         return w
 
