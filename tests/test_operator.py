@@ -113,6 +113,13 @@ def test_adjoint_dot_test_hypothesis(d, K, Mg, g, l, extra, t, pad, batch, dtype
     D = (l + extra,) * d
     w = rng.standard_normal((K * g, Mg, *(l,) * d)).astype(dtype)
     W = ConvOperator(w, D, stride=t, padding=pad, groups=g, engine=engine)
+    A = W.with_engine("gemm").to_dense()
+    # shapes where every shift sees only padding give the zero operator: the relative dot
+    # test is meaningless there (FFT round-off ~1e-10 against exact 0); check it is ~0 instead
+    if not np.any(A):
+        x = rng.standard_normal(W.in_shape).astype(dtype)
+        assert np.abs(W @ x).max() <= 10 * TOL[dtype] * np.abs(x).max()
+        return
     assert dottest(W, batch=batch, seed=seed) <= TOL[dtype]
     assert dottest(W.T, batch=batch, seed=seed + 1) <= TOL[dtype]
 
