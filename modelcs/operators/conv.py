@@ -387,13 +387,14 @@ class ConvOperator(LinearOperator):
         return wf
 
     # ---------------------------------------------------------- engine choice
-    def _choose(self, x: Any) -> str:
+    def _choose(self, x: Any, allow_torch: bool = True) -> str:
         if self.engine != "auto":
             if self.engine == "torch" and get_array_module(x) is not np:
                 return "gemm"
             return self.engine
         if (
-            x.dtype == np.float32
+            allow_torch
+            and x.dtype == np.float32
             and get_array_module(x) is np
             and _TORCH_AUTO
             and has_module("torch")
