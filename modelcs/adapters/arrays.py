@@ -10,6 +10,7 @@ shape ``(K,)``.
 
 from __future__ import annotations
 
+import json
 import re
 import zipfile
 from collections.abc import Mapping
@@ -120,6 +121,8 @@ def from_arrays(mapping: Mapping[str, Any], *, layout: str = "OIHW") -> dict[str
 
 def load_npz(path: str) -> dict[str, np.ndarray]:
     """Arrays of an ``.npz`` file, read with ``allow_pickle=False`` (object arrays refused)."""
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path!r} is not a readable .npz archive (not a zip file)")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
@@ -139,9 +142,10 @@ def load_safetensors(path: str) -> dict[str, Any]:
     except ImportError as exc:
         raise missing_extra("safetensors", "adapters", "reading .safetensors") from exc
     out: dict[str, Any] = {}
+    order = _safetensors_order(path)
     try:
         with safe_open(path, framework="numpy") as f:
-            for k in f.keys():
+            for k in sorted(f.keys(), key=lambda k: order.get(k, -1)):
                 out[k] = f.get_tensor(k)
         return out
     except (TypeError, ValueError) as exc:  # bfloat16 has no NumPy dtype
@@ -153,4 +157,21 @@ def load_safetensors(path: str) -> dict[str, Any]:
                 "pip install 'modelcs[torch]'"
             ) from exc
     with safe_open(path, framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}
+        return {k: f.get_tensor(k) for k in sorted(f.keys(), key=lambda k: order.get(k, -1))}
+
+
+def _safetensors_order(path: str) -> dict[str, int]:
+    """Storage offset of every tensor (``safe_open`` lists keys sorted by name)."""
+    try:
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if n <= 0 or n > 100_000_000:
+                return {}
+            header = json.loads(fh.read(n))
+        return {
+            k: int(v["data_offsets"][0])
+            for k, v in header.items()
+            if isinstance(v, dict) and "data_offsets" in v
+        }
+    except (OSError, ValueError, TypeError, KeyError, IndexError):
+        return {}
