@@ -14,6 +14,10 @@ from .operators import LinearOperator as LinearOperator
 from .operators import dottest as dottest
 from .operators import vstack as vstack
 
+from .models import BlockSparse as BlockSparse
+from .models import ModelSparse as ModelSparse
+from .models import TopKSparse as TopKSparse
+from .models import sample_model_sparse as sample_model_sparse
 # -- end of public imports --
 
 __version__ = "0.1.0"
