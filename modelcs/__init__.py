@@ -14,6 +14,11 @@ from .operators import LinearOperator as LinearOperator
 from .operators import dottest as dottest
 from .operators import vstack as vstack
 
+from .relu import distant_preimage_point as distant_preimage_point
+from .relu import is_omnidirectional as is_omnidirectional
+from .relu import linearize as linearize
+from .relu import preimage_kind as preimage_kind
+from .relu import preimage_point as preimage_point
 from .models import BlockSparse as BlockSparse
 from .models import ModelSparse as ModelSparse
 from .models import TopKSparse as TopKSparse
