@@ -23,6 +23,11 @@ from .models import BlockSparse as BlockSparse
 from .models import ModelSparse as ModelSparse
 from .models import TopKSparse as TopKSparse
 from .models import sample_model_sparse as sample_model_sparse
+from .rip import coherence as coherence
+from .rip import estimate_delta as estimate_delta
+from .rip import rip_ratios as rip_ratios
+from .rip import theorem31_condition as theorem31_condition
+from .rip import theorem33_bound as theorem33_bound
 # -- end of public imports --
 
 __version__ = "0.1.0"
