@@ -1,0 +1,464 @@
+"""Learned versus random filters on real trained weights (issue 8).
+
+Analogues, on an ImageNet MobileNetV2 (or any :func:`modelcs.adapters.conv_layers` source),
+of the papers' learned-filter analyses:
+
+* :func:`coherence_table` -- coherence per layer, learned vs Gaussian random filters of the
+  same sizes (invertibility paper, Table 4 / Table 6; footnote 12).
+* :func:`pairing_cosines` -- CReLU paper Sec. 2.1: ``mu_i = min_j <phi_i, phi_j>`` for
+  unit-norm filters (Figure 2 histograms).
+* :func:`model_rip_ratios` -- ``||W^T z|| / ||z||`` for random model-k-sparse codes with the
+  trained filters (Sec. 4.2 / Figure 2a, with learned instead of random filters).
+* :func:`iht_one_step_error` -- ``x_hat = W^T M(W x, k)`` rescaled to ``||x||`` (Theorem 3.3,
+  Table 3's "IHT" columns), with the pooling-region model and known switches.
+* :func:`relu_pinv_error` -- reconstruction of an input from its ReLU activations with the
+  pseudoinverse of the active rows (CReLU supplement, Algorithm 1), via LSQR on
+  ``W.aslinearoperator()``.
+* :func:`mobilenet_v2_overrides` -- the geometry (strides, paddings, groups) of torchvision's
+  MobileNetV2, which its bare ``.pth`` state dict does not carry.
+
+Coherence comes from :func:`modelcs.rip.coherence`.  The model-sparse sampling and the
+pooling projection here are small private versions (the shared ``modelcs.models`` was not
+committed when this module was written); they follow invertibility Sec. 2.3.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .._validation import check_positive_int, check_rng
+from ..adapters import ConvLayer
+from ..operators.conv import ConvOperator
+
+__all__ = [
+    "mobilenet_v2_overrides",
+    "fold_batchnorm",
+    "random_like",
+    "layer_coherence",
+    "coherence_table",
+    "pairing_cosines",
+    "model_rip_ratios",
+    "pool_project",
+    "iht_one_step_error",
+    "relu_pinv_error",
+]
+
+# torchvision MobileNetV2: (expand t, channels c, repeats n, first stride s) per stage
+_MNV2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+
+
+def mobilenet_v2_overrides() -> dict[str, dict[str, Any]]:
+    """Stride / padding / groups of torchvision's MobileNetV2 (Sandler et al., 2018), by name.
+
+    ``features.0.0``: 3x3, stride 2, padding 1.  In block ``i`` the depthwise 3x3 is
+    ``features.i.conv.0.0`` (no expansion, ``t = 1``) or ``features.i.conv.1.0``, padding 1,
+    groups = channels, stride ``s`` in the first block of a stage; 1x1 convs: stride 1, no
+    padding.  Pass as ``conv_layers(path, **mobilenet_v2_overrides())``.
+
+    Examples
+    --------
+    >>> g = mobilenet_v2_overrides()
+    >>> g["stride"]["features.0.0"], g["groups"]["features.2.conv.1.0"]
+    (2, 96)
+    """
+    stride: dict[str, int] = {"features.0.0": 2}
+    padding: dict[str, int] = {"features.0.0": 1}
+    groups: dict[str, int] = {}
+    block, c_in = 1, 32
+    for t, c, n, s in _MNV2_STAGES:
+        for i in range(n):
+            hidden = c_in * t
+            dw = f"features.{block}.conv.{0 if t == 1 else 1}.0"
+            stride[dw] = s if i == 0 else 1
+            padding[dw] = 1
+            groups[dw] = hidden
+            block, c_in = block + 1, c
+    return {"stride": stride, "padding": padding, "groups": groups}
+
+
+def fold_batchnorm(
+    layer: ConvLayer, state: Mapping[str, Any], bn_prefix: str, eps: float = 1e-5
+) -> ConvLayer:
+    """The layer with a following BatchNorm folded in: ``w * g/s``, ``b' = beta + (b - mu) g/s``.
+
+    ``state`` holds ``{bn_prefix}.weight``, ``.bias``, ``.running_mean``, ``.running_var``.
+    """
+    import dataclasses
+
+    from ..adapters.arrays import to_numpy_array
+
+    def get(key: str) -> np.ndarray:
+        v = to_numpy_array(state[f"{bn_prefix}.{key}"])
+        assert v is not None
+        return np.asarray(v, dtype=np.float64)
+
+    gamma, beta, mu, var = get("weight"), get("bias"), get("running_mean"), get("running_var")
+    scale = gamma / np.sqrt(var + eps)
+    b = np.zeros_like(mu) if layer.bias is None else np.asarray(layer.bias, np.float64)
+    w = layer.filters.astype(np.float64) * scale.reshape((-1,) + (1,) * (layer.ndim + 1))
+    return dataclasses.replace(
+        layer, filters=w.astype(layer.filters.dtype),
+        bias=(beta + (b - mu) * scale).astype(layer.filters.dtype),
+    )
+
+
+def random_like(filters: np.ndarray, *, seed: Any = None, match_norms: bool = False) -> np.ndarray:
+    """Gaussian filters of the same shape: ``N(0, 1)/sqrt(M l^d)`` (Theorem 3.1 scaling), or
+    with each filter's Frobenius norm equal to the given filter's (``match_norms=True``).
+
+    Examples
+    --------
+    >>> w = np.ones((4, 2, 3, 3))
+    >>> r = random_like(w, seed=0, match_norms=True)
+    >>> bool(np.allclose(np.linalg.norm(r.reshape(4, -1), axis=1), 6.0))
+    True
+    """
+    rng = check_rng(seed)
+    w = np.asarray(filters)
+    r = rng.standard_normal(w.shape) / math.sqrt(math.prod(w.shape[1:]))
+    if match_norms:
+        rn = np.linalg.norm(r.reshape(len(r), -1), axis=1)
+        wn = np.linalg.norm(w.reshape(len(w), -1).astype(np.float64), axis=1)
+        r = r * (wn / rn).reshape((-1,) + (1,) * (w.ndim - 1))
+    return r.astype(w.dtype if w.dtype.kind == "f" else np.float64)
+
+
+# ----------------------------------------------------------------------- coherence
+def layer_coherence(filters: np.ndarray, *, stride: Any = 1, groups: int = 1,
+                    shifts: bool = True) -> float:
+    """Coherence of the rows of ``W`` for one layer, in ``'valid'`` geometry.
+
+    Rows are whole filters at every shift (multiples of the stride) that occurs
+    (``shifts=True``, invertibility footnote 12) or the ``K`` filters alone
+    (``shifts=False``); filters of different groups never overlap (inner product 0).
+    Uses :func:`modelcs.rip.coherence` on a ``ConvOperator`` over an input just large
+    enough that every relative shift occurs.
+    """
+    from ..rip import coherence
+
+    w = np.asarray(filters, dtype=np.float64)
+    d = w.ndim - 2
+    l = w.shape[2:]
+    t = (stride,) * d if isinstance(stride, int) else tuple(stride)
+    K = w.shape[0]
+    if groups > 1:
+        # rows of different groups touch disjoint channels: their inner products vanish
+        Kg = K // groups
+        if Kg == 1:
+            return _self_shift_coherence(w, t) if shifts else 0.0
+        return max(
+            layer_coherence(w[g * Kg : (g + 1) * Kg], stride=t, groups=1, shifts=shifts)
+            for g in range(groups)
+        )
+    D = tuple(la + ta * 2 * (-(-la // ta)) for la, ta in zip(l, t, strict=True))
+    if not shifts:
+        D = tuple(l)
+    W = ConvOperator(w, (w.shape[1] * groups, *D), stride=t, groups=groups)
+    return float(coherence(W, shifts=shifts))
+
+
+def _self_shift_coherence(w: np.ndarray, t: tuple[int, ...]) -> float:
+    """``max |<w_k, shift(w_k)>| / ||w_k||^2`` over nonzero lags that are multiples of ``t``."""
+    d = w.ndim - 2
+    l = w.shape[2:]
+    K = w.shape[0]
+    sq = (w.reshape(K, -1) ** 2).sum(axis=1)
+    if np.any(sq == 0):
+        raise ValueError("parameter 'filters' contains an all-zero filter")
+    best = 0.0
+    ranges = [range(0, la, ta) for la, ta in zip(l, t, strict=True)]
+    signs = [(1,)] + [(1, -1)] * (d - 1)
+    for lag in itertools.product(*ranges):
+        for sg in itertools.product(*signs):
+            s = tuple(a * b for a, b in zip(lag, sg, strict=True))
+            if all(v == 0 for v in s):
+                continue
+            a_idx = tuple(slice(max(v, 0), la + min(v, 0)) for v, la in zip(s, l, strict=True))
+            b_idx = tuple(slice(max(-v, 0), la - max(v, 0)) for v, la in zip(s, l, strict=True))
+            ip = (w[(slice(None), slice(None), *a_idx)] * w[(slice(None), slice(None), *b_idx)])
+            best = max(best, float(np.max(np.abs(ip.reshape(K, -1).sum(axis=1)) / sq)))
+    return best
+
+
+def coherence_table(
+    layers: Mapping[str, ConvLayer], *, seed: Any = 0, shifts: bool = True,
+) -> list[dict[str, Any]]:
+    """Coherence per layer: learned filters vs one Gaussian draw of the same shape (Table 4).
+
+    Returns one row per layer: ``name``, ``shape``, ``groups``, ``stride``, ``learned``,
+    ``random`` (as in the paper, a single random draw per layer).
+    """
+    rng = check_rng(seed)
+    rows = []
+    for name, layer in layers.items():
+        w = layer.filters
+        if layer.out_channels < 2 and not shifts:
+            continue  # a single filter has no pair
+        kw = dict(stride=layer.stride, groups=layer.groups, shifts=shifts)
+        rows.append(dict(
+            name=name, shape=tuple(w.shape), groups=layer.groups, stride=layer.stride,
+            learned=layer_coherence(w, **kw),  # type: ignore[arg-type]
+            random=layer_coherence(random_like(w, seed=rng), **kw),  # type: ignore[arg-type]
+        ))
+    return rows
+
+
+# ------------------------------------------------------------------------- pairing
+def pairing_cosines(filters: np.ndarray) -> np.ndarray:
+    """CReLU Sec. 2.1 pairing: ``mu_i = <phi_i, phi_bar_i>`` with
+    ``phi_bar_i = argmin_{j != i} <phi_i, phi_j>``.
+
+    Filters are flattened and normalised to unit length.  Random Gaussian filters give a
+    distribution centred slightly below 0; first-layer ReLU filters a negatively centred one
+    (Figure 2).
+
+    Examples
+    --------
+    >>> w = np.array([[[1.0, 0.0]], [[-1.0, 0.1]], [[0.0, 1.0]]])
+    >>> np.round(pairing_cosines(w), 3)
+    array([-0.995, -0.995,  0.   ])
+    """
+    F = np.asarray(filters, dtype=np.float64).reshape(len(filters), -1)
+    if F.shape[0] < 2:
+        raise ValueError(f"parameter 'filters' needs at least 2 filters; got {F.shape[0]}")
+    norms = np.linalg.norm(F, axis=1)
+    if np.any(norms == 0):
+        raise ValueError("parameter 'filters' contains an all-zero filter")
+    F = F / norms[:, None]
+    G = F @ F.T
+    np.fill_diagonal(G, np.inf)
+    return G.min(axis=1)
+
+
+# ---------------------------------------------------------------------- model RIP
+def _sample_model_sparse(shape: tuple[int, ...], k: int, n_trials: int,
+                         rng: np.random.Generator) -> np.ndarray:
+    """``n_trials`` codes with ``k`` blocks (filters) holding one nonzero each, U[-1, 1]."""
+    K, N = shape[0], math.prod(shape[1:])
+    blocks = np.argsort(rng.random((n_trials, K)), axis=1)[:, :k]
+    pos = rng.integers(0, N, size=(n_trials, k))
+    vals = rng.uniform(-1.0, 1.0, size=(n_trials, k))
+    Z = np.zeros((n_trials, K * N))
+    np.put_along_axis(Z, blocks * N + pos, vals, axis=1)
+    return Z.reshape(n_trials, *shape)
+
+
+def model_rip_ratios(W: ConvOperator, k: int, n_trials: int, *, seed: Any = None) -> np.ndarray:
+    """``||W^T z|| / ||z||`` for random model-k-sparse ``z`` (one batched call; Figure 2a).
+
+    Normalise the filters first (``W.normalized()``) to compare with the unit-row model.
+    """
+    k = check_positive_int("k", k)
+    if k > W.n_blocks:
+        raise ValueError(f"parameter 'k'={k} must be <= the number of filters {W.n_blocks}")
+    Z = _sample_model_sparse(W.out_shape, k, check_positive_int("n_trials", n_trials),
+                             check_rng(seed)).astype(W.dtype)
+    X = W.T @ Z
+    num = np.linalg.norm(X.reshape(len(Z), -1).astype(np.float64), axis=1)
+    return num / np.linalg.norm(Z.reshape(len(Z), -1).astype(np.float64), axis=1)
+
+
+# ----------------------------------------------------------------------- one-step IHT
+def pool_project(z: np.ndarray, k: int, pool: int = 2) -> np.ndarray:
+    """Pooling-region model with known switches (invertibility eq. (2)-(3), 2-D codes).
+
+    In every ``pool x pool`` region of every filter's map keep the entry of largest
+    magnitude, then keep the ``k`` largest of those over all filters and regions.
+
+    Examples
+    --------
+    >>> z = np.array([[[1.0, -5.0], [2.0, 0.5]]])
+    >>> pool_project(z, 1, pool=2)
+    array([[[ 0., -5.],
+            [ 0.,  0.]]])
+    """
+    z = np.asarray(z)
+    K, n1, n2 = z.shape
+    r1, r2 = -(-n1 // pool), -(-n2 // pool)
+    zp = np.zeros((K, r1 * pool, r2 * pool), dtype=z.dtype)
+    zp[:, :n1, :n2] = z
+    blocks = zp.reshape(K, r1, pool, r2, pool).transpose(0, 1, 3, 2, 4).reshape(K, r1, r2, -1)
+    arg = np.abs(blocks).argmax(axis=-1)
+    best = np.take_along_axis(blocks, arg[..., None], axis=-1)[..., 0]
+    flat = np.abs(best).ravel()
+    k = min(k, flat.size)
+    keep = np.zeros(flat.size, dtype=bool)
+    if k > 0:
+        keep[np.argpartition(-flat, k - 1)[:k]] = True
+    keep = keep.reshape(best.shape)
+    out_blocks = np.zeros_like(blocks)
+    np.put_along_axis(out_blocks, arg[..., None], (best * keep)[..., None], axis=-1)
+    out = out_blocks.reshape(K, r1, r2, pool, pool).transpose(0, 1, 3, 2, 4)
+    return out.reshape(K, r1 * pool, r2 * pool)[:, :n1, :n2]
+
+
+def iht_one_step_error(W: ConvOperator, x: np.ndarray, k: int, *, pool: int = 2) -> float:
+    """``||x - c x_hat|| / ||x||`` with ``x_hat = W^T M(W x, k)`` and ``c`` making
+    ``||c x_hat|| = ||x||`` (Theorem 3.3; Table 3 rescales the same way).
+    """
+    x = np.asarray(x, dtype=W.dtype)
+    xh = W.T @ pool_project(W @ x, k, pool)
+    nx, nh = float(np.linalg.norm(x)), float(np.linalg.norm(xh))
+    if nh == 0:
+        return 1.0
+    return float(np.linalg.norm(x - xh * (nx / nh)) / nx)
+
+
+# -------------------------------------------------------------- ReLU pseudoinverse
+def relu_pinv_error(
+    W: ConvOperator, bias: np.ndarray, x: np.ndarray, *, clip: float | None = None,
+    iter_lim: int = 300,
+) -> tuple[float, float]:
+    """Reconstruct ``x`` from ``h = min(max(W x + b, 0), clip)`` by the pseudoinverse of
+    the rows that are active (``0 < W x + b < clip``): CReLU supplement Algorithm 1.
+
+    Returns ``(relative error, fraction of active rows)``; the least-squares problem
+    ``min ||(W x' + b - h)_A||`` is solved by LSQR on ``W.aslinearoperator()`` restricted to
+    the active rows (no dense matrix).
+    """
+    from scipy.sparse.linalg import LinearOperator as SciPyOp
+    from scipy.sparse.linalg import lsqr
+
+    x = np.asarray(x, dtype=np.float64)
+    W = W.astype(np.float64)
+    b = np.asarray(bias, np.float64).reshape((-1,) + (1,) * W.ndim_spatial)
+    pre = W @ x + b
+    active = pre > 0
+    if clip is not None:
+        active &= pre < clip
+    mask = active.ravel()
+    Aop = W.aslinearoperator()
+
+    def mv(v: np.ndarray) -> np.ndarray:
+        return np.asarray(Aop.matvec(v))[mask]
+
+    def rmv(u: np.ndarray) -> np.ndarray:
+        full = np.zeros(W.shape[0])
+        full[mask] = np.ravel(u)
+        return np.asarray(Aop.rmatvec(full))
+
+    A = SciPyOp((int(mask.sum()), W.shape[1]), matvec=mv, rmatvec=rmv, dtype=np.float64)
+    rhs = (pre - b).ravel()[mask]  # = (W x)_A, read off the activations
+    sol = lsqr(A, rhs, atol=1e-10, btol=1e-10, iter_lim=iter_lim)[0]
+    err = float(np.linalg.norm(sol - x.ravel()) / np.linalg.norm(x))
+    return err, float(mask.mean())
+
+
+# ----------------------------------------------------------- the MobileNetV2 study
+_IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
+_IMAGENET_STD = np.array([0.229, 0.224, 0.225])
+
+
+def imagenet_input(image: np.ndarray, size: int) -> np.ndarray:
+    """An ``(H, W, 3)`` uint8 image, subsampled to about ``size x size`` (nearest), scaled
+    to [0, 1] and standardised with the ImageNet mean/std, as ``(3, size, size)`` float64."""
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"parameter 'image' must have shape (H, W, 3); got {img.shape}")
+    size = check_positive_int("size", size)
+    i = np.linspace(0, img.shape[0] - 1, size).round().astype(int)
+    j = np.linspace(0, img.shape[1] - 1, size).round().astype(int)
+    x = img[np.ix_(i, j)].astype(np.float64) / 255.0
+    return np.ascontiguousarray(((x - _IMAGENET_MEAN) / _IMAGENET_STD).transpose(2, 0, 1))
+
+
+def _pooled_nnz(h: np.ndarray, pool: int = 2) -> int:
+    K, n1, n2 = h.shape
+    m1, m2 = n1 // pool * pool, n2 // pool * pool
+    p = h[:, :m1, :m2].reshape(K, m1 // pool, pool, m2 // pool, pool).max(axis=(2, 4))
+    return int((p > 0).sum())
+
+
+def mobilenet_v2_study(
+    path: Any, image: np.ndarray, *, size: int = 128, seed: Any = 0, small: bool = False,
+    rip_trials: int = 500,
+) -> dict[str, Any]:
+    """All four analyses on a torchvision MobileNetV2 state dict and one natural image.
+
+    Returns a dict with ``coherence`` (rows of :func:`coherence_table`), ``pairing``
+    (``{layer: (learned mu, random mu)}``), ``rip`` (``{(layer, k): (learned, random)}``
+    ratio arrays), ``reconstruction`` (``{name: (learned, random)}`` relative errors, plus
+    ``'random activation'``), ``sparsity`` (the ``k`` used) and ``active`` fractions.
+    """
+    from ..adapters import conv_layers
+    from ..adapters.torch import load_state_dict
+
+    rng = check_rng(seed)
+    geo = mobilenet_v2_overrides()
+    layers = conv_layers(path, stride=geo["stride"], padding=geo["padding"], groups=geo["groups"])
+    state = load_state_dict(path) if not isinstance(path, Mapping) else path
+    out: dict[str, Any] = {}
+
+    # 1. coherence per layer (Table 4 analogue)
+    names = list(layers)[:10] if small else list(layers)
+    out["coherence"] = coherence_table({n: layers[n] for n in names}, seed=rng)
+
+    # 2. pairing (CReLU Figure 2 analogue): the first dense layers
+    pair_layers = ["features.0.0", "features.2.conv.0.0", "features.3.conv.0.0", "features.18.0"]
+    out["pairing"] = {
+        n: (pairing_cosines(layers[n].filters),
+            pairing_cosines(random_like(layers[n].filters, seed=rng)))
+        for n in pair_layers
+    }
+
+    # 3. model-RIP ratios with the trained (unit-normalised) filters, 'valid' geometry
+    out["rip"] = {}
+    for n, D in (("features.0.0", (3, 32, 32)), ("features.2.conv.0.0", (16, 16, 16))):
+        L = layers[n]
+        Wl = ConvOperator(L.filters.astype(np.float64), D, stride=L.stride).normalized()
+        Wr = Wl.with_filters(random_like(L.filters, seed=rng).astype(np.float64)).normalized()
+        for k in (5, 10, 20):
+            s = int(rng.integers(2**31))
+            out["rip"][(n, k)] = (model_rip_ratios(Wl, k, rip_trials, seed=s),
+                                  model_rip_ratios(Wr, k, rip_trials, seed=s))
+
+    # 4. reconstruction of a real image / its activations (Table 3 analogue)
+    x = imagenet_input(image, size)
+    L0 = fold_batchnorm(layers["features.0.0"], state, "features.0.1")
+    W0 = L0.operator(x.shape, dtype=np.float64)
+    W0r = W0.with_filters(random_like(L0.filters, seed=rng, match_norms=True).astype(np.float64))
+    b0 = np.asarray(L0.bias, np.float64)
+    rec: dict[str, tuple[float, float]] = {}
+    active: dict[str, tuple[float, float]] = {}
+    el, al = relu_pinv_error(W0, b0, x, clip=6.0)
+    er, ar = relu_pinv_error(W0r, b0, x, clip=6.0)
+    rec["image from ReLU6 layer-1 activations (pinv of active rows)"] = (el, er)
+    active["layer 1"] = (al, ar)
+    h1 = np.clip(W0 @ x + b0[:, None, None], 0.0, 6.0)
+    k0 = _pooled_nnz(h1)
+    W0n = ConvOperator(layers["features.0.0"].filters.astype(np.float64), x.shape, stride=2,
+                       padding=1).normalized()
+    rec["image, one-step IHT with features.0.0 (k from layer 1)"] = (
+        iht_one_step_error(W0n, x, k0),
+        iht_one_step_error(W0n.with_filters(random_like(W0n.filters, seed=rng)).normalized(),
+                           x, k0),
+    )
+    # block-1 output (16 channels), reconstructed through the 6x expansion features.2.conv.0.0
+    Ld = fold_batchnorm(layers["features.1.conv.0.0"], state, "features.1.conv.0.1")
+    Lp = fold_batchnorm(layers["features.1.conv.1"], state, "features.1.conv.2")
+    h = np.clip(Ld(h1), 0.0, 6.0)
+    a1 = Lp(h).astype(np.float64)
+    Le = fold_batchnorm(layers["features.2.conv.0.0"], state, "features.2.conv.0.1")
+    k1 = _pooled_nnz(np.clip(Le(a1), 0.0, 6.0))
+    We = ConvOperator(layers["features.2.conv.0.0"].filters.astype(np.float64),
+                      a1.shape).normalized()
+    rec["block-1 activations, one-step IHT with features.2.conv.0.0 (k from block 2)"] = (
+        iht_one_step_error(We, a1, k1),
+        iht_one_step_error(We.with_filters(random_like(We.filters, seed=rng)).normalized(),
+                           a1, k1),
+    )
+    g = rng.standard_normal(a1.shape)
+    g *= np.linalg.norm(a1) / np.linalg.norm(g)
+    base = float(np.linalg.norm(a1 - g) / np.linalg.norm(a1))
+    rec["random activation baseline"] = (base, base)
+    out["reconstruction"] = rec
+    out["active"] = active
+    out["sparsity"] = {"k layer 1": (k0, h1.size // 4), "k block 2": (k1, We.out_shape[0] *
+                                                                        a1[0].size // 4)}
+    return out
