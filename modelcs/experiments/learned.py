@@ -116,7 +116,7 @@ def random_like(filters: np.ndarray, *, seed: Any = None, match_norms: bool = Fa
     --------
     >>> w = np.ones((4, 2, 3, 3))
     >>> r = random_like(w, seed=0, match_norms=True)
-    >>> bool(np.allclose(np.linalg.norm(r.reshape(4, -1), axis=1), 6.0))
+    >>> bool(np.allclose(np.linalg.norm(r.reshape(4, -1), axis=1), np.sqrt(18)))
     True
     """
     rng = check_rng(seed)
