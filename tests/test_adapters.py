@@ -602,3 +602,142 @@ def test_missing_optional_package_names_extra(tmp_path, monkeypatch, module, ext
     with pytest.raises(ImportError, match=re.escape(f"pip install '{extra}'")):
         conv_layers(path)
     assert os.path.exists(path)
+
+
+# ================================================ learned-filter analyses (issue 8)
+def test_mobilenet_overrides_chain_to_7x7():
+    from modelcs.experiments.learned import mobilenet_v2_overrides
+
+    geo = mobilenet_v2_overrides()
+    layers = conv_layers(_mobilenet(), stride=geo["stride"], padding=geo["padding"],
+                         groups=geo["groups"])
+    assert sum(v.geometry == "override" for v in layers.values()) == 1 + 17
+    shape = (3, 224, 224)
+    sizes = {}
+    for name, layer in layers.items():  # the convs in order form a chain (residuals add)
+        W = layer.operator(shape)
+        shape = W.out_shape
+        sizes[name] = shape
+    assert sizes["features.0.0"] == (32, 112, 112)
+    assert sizes["features.2.conv.1.0"] == (96, 56, 56)
+    assert sizes["features.18.0"] == (1280, 7, 7)
+
+
+def test_learned_coherence_matches_rip_and_brute_force():
+    pytest.importorskip("modelcs.rip")
+    from modelcs import ConvOperator
+    from modelcs.experiments.learned import layer_coherence
+    from modelcs.rip import coherence
+
+    rng = np.random.default_rng(4)
+    for t in (1, 2):
+        w = rng.standard_normal((4, 1, 3, 3))
+        D = 3 + t * 2 * (-(-3 // t))
+        dense = ConvOperator(w, (4, D, D), stride=t, groups=4).to_dense()
+        rows = dense[np.linalg.norm(dense, axis=1) > 0]
+        rows = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+        G = np.abs(rows @ rows.T)
+        np.fill_diagonal(G, 0)
+        assert layer_coherence(w, stride=t, groups=4) == pytest.approx(G.max(), abs=1e-12)
+    w = rng.standard_normal((6, 2, 3, 3))
+    assert layer_coherence(w, groups=3) == pytest.approx(
+        coherence(ConvOperator(w, (6, 9, 9), groups=3)), abs=1e-12)
+    assert layer_coherence(w, groups=3, shifts=False) == pytest.approx(
+        max(coherence(w[2 * g : 2 * g + 2], shifts=False) for g in range(3)), abs=1e-12)
+
+
+def test_pairing_cosines_brute_force():
+    from modelcs.experiments.learned import pairing_cosines
+
+    w = np.random.default_rng(0).standard_normal((7, 2, 3))
+    F = w.reshape(7, -1) / np.linalg.norm(w.reshape(7, -1), axis=1, keepdims=True)
+    ref = [min(F[i] @ F[j] for j in range(7) if j != i) for i in range(7)]
+    np.testing.assert_allclose(pairing_cosines(w), ref, atol=1e-12)
+    paired = np.concatenate([w, -w])  # exact opposite pairs: every mu is -1
+    np.testing.assert_allclose(pairing_cosines(paired), -1.0, atol=1e-12)
+    with pytest.raises(ValueError, match="at least 2"):
+        pairing_cosines(w[:1])
+
+
+def test_pool_project_brute_force():
+    from modelcs.experiments.learned import pool_project
+
+    rng = np.random.default_rng(2)
+    z = rng.standard_normal((3, 5, 4))
+    k = 7
+    out = pool_project(z, k, pool=2)
+    cands = []
+    for c in range(3):
+        for i in range(0, 5, 2):
+            for j in range(0, 4, 2):
+                reg = z[c, i : i + 2, j : j + 2]
+                a, b = np.unravel_index(np.abs(reg).argmax(), reg.shape)
+                cands.append((abs(reg[a, b]), c, i + a, j + b))
+    ref = np.zeros_like(z)
+    for _, c, i, j in sorted(cands, reverse=True)[:k]:
+        ref[c, i, j] = z[c, i, j]
+    np.testing.assert_array_equal(out, ref)
+
+
+def test_rip_ratios_iht_and_pinv_sanity():
+    from modelcs import ConvOperator
+    from modelcs.experiments.learned import (
+        iht_one_step_error,
+        model_rip_ratios,
+        random_like,
+        relu_pinv_error,
+    )
+
+    # 1x1 filters forming an orthonormal basis: W^T is an isometry on every code
+    Q = np.linalg.qr(np.random.default_rng(0).standard_normal((6, 6)))[0]
+    W = ConvOperator(Q.reshape(6, 6, 1, 1), (6, 5, 5))
+    np.testing.assert_allclose(model_rip_ratios(W, 3, 50, seed=1), 1.0, atol=1e-12)
+    # with every pooled unit kept, one-step IHT of an orthonormal W recovers x ... when
+    # x is itself in the model: one nonzero per 2x2 region per channel
+    x = np.zeros((6, 4, 4))
+    x[:, ::2, ::2] = np.random.default_rng(1).standard_normal((6, 2, 2))
+    Wi = ConvOperator(np.eye(6).reshape(6, 6, 1, 1), (6, 4, 4))
+    assert iht_one_step_error(Wi, x, 24) == pytest.approx(0.0, abs=1e-12)
+    assert iht_one_step_error(Wi, x, 12) > 0.1
+    # ReLU pinv: a redundant random bank with zero bias recovers x from the active rows
+    w = random_like(np.zeros((16, 2, 3, 3)), seed=3)
+    Wr = ConvOperator(w, (2, 10, 10), padding=1)
+    xr = np.random.default_rng(5).standard_normal((2, 10, 10))
+    err, frac = relu_pinv_error(Wr, np.zeros(16), xr)
+    assert err < 1e-6 and 0.3 < frac < 0.7
+    with pytest.raises(ValueError, match="'k'"):
+        model_rip_ratios(W, 7, 5)
+
+
+def test_fold_batchnorm_matches_torch():
+    torch = pytest.importorskip("torch")
+    from modelcs.experiments.learned import fold_batchnorm
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1, bias=True),
+                              torch.nn.BatchNorm2d(4))
+    net[1].running_mean.uniform_(-1, 1)
+    net[1].running_var.uniform_(0.5, 2)
+    net[1].weight.data.uniform_(0.5, 2)
+    net.eval()
+    layer = fold_batchnorm(conv_layers(net)["0"], net.state_dict(), "1")
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        np.testing.assert_allclose(layer(x.numpy()), net(x).numpy(), atol=1e-5)
+
+
+def test_mobilenet_study_small():
+    pytest.importorskip("torch")
+    skimage_data = pytest.importorskip("skimage.data")
+    from modelcs.experiments.learned import mobilenet_v2_study
+
+    res = mobilenet_v2_study(_mobilenet(), skimage_data.astronaut(), size=32, small=True,
+                             rip_trials=50, seed=0)
+    first = res["coherence"][0]
+    assert first["name"] == "features.0.0" and first["learned"] > first["random"]
+    mw, mr = res["pairing"]["features.0.0"]
+    assert mw.mean() < mr.mean() < 0  # first-layer filters pair up (CReLU Fig. 2)
+    assert all(abs(v[0].mean() - 1) < 0.05 for v in res["rip"].values())
+    rec = res["reconstruction"]
+    assert rec["random activation baseline"][0] == pytest.approx(np.sqrt(2), abs=0.1)
+    assert all(0 <= v[0] < 1.0 for k, v in rec.items() if "baseline" not in k)
