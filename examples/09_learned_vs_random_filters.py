@@ -58,7 +58,7 @@ def main() -> int:
 
     res = mobilenet_v2_study(
         weights_path(), data.astronaut(), size=64 if small else 128, seed=args.seed,
-        small=small, rip_trials=200 if small else 1000,
+        small=small, rip_trials=200 if small else 1000, pinv_iter=100 if small else 300,
     )
 
     print("1. Coherence per layer (rows of W with shifts, 'valid'), learned vs random")
@@ -95,9 +95,14 @@ def main() -> int:
     print("4. Relative reconstruction errors (learned / random filters)")
     for name, (el, er) in res["reconstruction"].items():
         print(f"   {name:78s} {el:.3f} / {er:.3f}")
-    print(f"   active ReLU6 fraction, layer 1 (learned / random): "
-          f"{res['active']['layer 1'][0]:.3f} / {res['active']['layer 1'][1]:.3f}; "
-          f"k = {res['sparsity']}")
+    pv = res["pinv"]
+    print(f"   pinv: active ReLU6 rows {pv['active fraction'][0]:.3f} / "
+          f"{pv['active fraction'][1]:.3f}, LSQR condition estimate "
+          f"{pv['condition estimate'][0]:.0f} / {pv['condition estimate'][1]:.0f} after "
+          f"{pv['iterations']} iterations (the active rows determine x: the pinv error is "
+          "the solver's)")
+    print(f"   IHT sparsity k (nonzero 2x2-pooled units of the real next activation, of all): "
+          f"{res['sparsity']}")
     print("   paper (VGG16, Table 3, activation space): learned 0.895-1.051, random "
           "0.862-0.992, random activations 1.414")
 

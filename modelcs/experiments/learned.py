@@ -7,8 +7,8 @@ of the papers' learned-filter analyses:
   same sizes (invertibility paper, Table 4 / Table 6; footnote 12).
 * :func:`pairing_cosines` -- CReLU paper Sec. 2.1: ``mu_i = min_j <phi_i, phi_j>`` for
   unit-norm filters (Figure 2 histograms).
-* :func:`model_rip_ratios` -- ``||W^T z|| / ||z||`` for random model-k-sparse codes with the
-  trained filters (Sec. 4.2 / Figure 2a, with learned instead of random filters).
+* model-RIP ratios ``||W^T z|| / ||z||`` for random model-k-sparse codes with the trained
+  filters (:func:`modelcs.rip_ratios`; Sec. 4.2 / Figure 2a with learned filters).
 * :func:`iht_one_step_error` -- ``x_hat = W^T M(W x, k)`` rescaled to ``||x||`` (Theorem 3.3,
   Table 3's "IHT" columns), with the pooling-region model and known switches.
 * :func:`relu_pinv_error` -- reconstruction of an input from its ReLU activations with the
@@ -17,9 +17,9 @@ of the papers' learned-filter analyses:
 * :func:`mobilenet_v2_overrides` -- the geometry (strides, paddings, groups) of torchvision's
   MobileNetV2, which its bare ``.pth`` state dict does not carry.
 
-Coherence comes from :func:`modelcs.rip.coherence`.  The model-sparse sampling and the
-pooling projection here are small private versions (the shared ``modelcs.models`` was not
-committed when this module was written); they follow invertibility Sec. 2.3.
+Coherence, model-RIP ratios and the model projection come from :mod:`modelcs.rip` and
+:mod:`modelcs.models`.  The pairing statistic and the active-row pseudoinverse are small
+local versions (``modelcs.frames`` did not exist when this module was written).
 """
 
 from __future__ import annotations
@@ -42,8 +42,6 @@ __all__ = [
     "layer_coherence",
     "coherence_table",
     "pairing_cosines",
-    "model_rip_ratios",
-    "pool_project",
     "iht_one_step_error",
     "relu_pinv_error",
 ]
@@ -236,74 +234,19 @@ def pairing_cosines(filters: np.ndarray) -> np.ndarray:
     return G.min(axis=1)
 
 
-# ---------------------------------------------------------------------- model RIP
-def _sample_model_sparse(shape: tuple[int, ...], k: int, n_trials: int,
-                         rng: np.random.Generator) -> np.ndarray:
-    """``n_trials`` codes with ``k`` blocks (filters) holding one nonzero each, U[-1, 1]."""
-    K, N = shape[0], math.prod(shape[1:])
-    blocks = np.argsort(rng.random((n_trials, K)), axis=1)[:, :k]
-    pos = rng.integers(0, N, size=(n_trials, k))
-    vals = rng.uniform(-1.0, 1.0, size=(n_trials, k))
-    Z = np.zeros((n_trials, K * N))
-    np.put_along_axis(Z, blocks * N + pos, vals, axis=1)
-    return Z.reshape(n_trials, *shape)
-
-
-def model_rip_ratios(W: ConvOperator, k: int, n_trials: int, *, seed: Any = None) -> np.ndarray:
-    """``||W^T z|| / ||z||`` for random model-k-sparse ``z`` (one batched call; Figure 2a).
-
-    Normalise the filters first (``W.normalized()``) to compare with the unit-row model.
-    """
-    k = check_positive_int("k", k)
-    if k > W.n_blocks:
-        raise ValueError(f"parameter 'k'={k} must be <= the number of filters {W.n_blocks}")
-    Z = _sample_model_sparse(W.out_shape, k, check_positive_int("n_trials", n_trials),
-                             check_rng(seed)).astype(W.dtype)
-    X = W.T @ Z
-    num = np.linalg.norm(X.reshape(len(Z), -1).astype(np.float64), axis=1)
-    return num / np.linalg.norm(Z.reshape(len(Z), -1).astype(np.float64), axis=1)
-
-
 # ----------------------------------------------------------------------- one-step IHT
-def pool_project(z: np.ndarray, k: int, pool: int = 2) -> np.ndarray:
-    """Pooling-region model with known switches (invertibility eq. (2)-(3), 2-D codes).
-
-    In every ``pool x pool`` region of every filter's map keep the entry of largest
-    magnitude, then keep the ``k`` largest of those over all filters and regions.
-
-    Examples
-    --------
-    >>> z = np.array([[[1.0, -5.0], [2.0, 0.5]]])
-    >>> pool_project(z, 1, pool=2)
-    array([[[ 0., -5.],
-            [ 0.,  0.]]])
-    """
-    z = np.asarray(z)
-    K, n1, n2 = z.shape
-    r1, r2 = -(-n1 // pool), -(-n2 // pool)
-    zp = np.zeros((K, r1 * pool, r2 * pool), dtype=z.dtype)
-    zp[:, :n1, :n2] = z
-    blocks = zp.reshape(K, r1, pool, r2, pool).transpose(0, 1, 3, 2, 4).reshape(K, r1, r2, -1)
-    arg = np.abs(blocks).argmax(axis=-1)
-    best = np.take_along_axis(blocks, arg[..., None], axis=-1)[..., 0]
-    flat = np.abs(best).ravel()
-    k = min(k, flat.size)
-    keep = np.zeros(flat.size, dtype=bool)
-    if k > 0:
-        keep[np.argpartition(-flat, k - 1)[:k]] = True
-    keep = keep.reshape(best.shape)
-    out_blocks = np.zeros_like(blocks)
-    np.put_along_axis(out_blocks, arg[..., None], (best * keep)[..., None], axis=-1)
-    out = out_blocks.reshape(K, r1, r2, pool, pool).transpose(0, 1, 3, 2, 4)
-    return out.reshape(K, r1 * pool, r2 * pool)[:, :n1, :n2]
-
-
 def iht_one_step_error(W: ConvOperator, x: np.ndarray, k: int, *, pool: int = 2) -> float:
     """``||x - c x_hat|| / ||x||`` with ``x_hat = W^T M(W x, k)`` and ``c`` making
     ``||c x_hat|| = ||x||`` (Theorem 3.3; Table 3 rescales the same way).
+
+    ``M`` is :class:`modelcs.ModelSparse` ``(k, pool=pool)`` with known switches: one
+    nonzero per ``pool``-region per filter, ``k`` nonzeros in total (invertibility eq. (2)-(3)).
     """
+    from ..models import ModelSparse
+
     x = np.asarray(x, dtype=W.dtype)
-    xh = W.T @ pool_project(W @ x, k, pool)
+    model = ModelSparse(k, pool=(pool,) * W.ndim_spatial)
+    xh = W.T @ model.project(W @ x)
     nx, nh = float(np.linalg.norm(x)), float(np.linalg.norm(xh))
     if nh == 0:
         return 1.0
@@ -314,13 +257,16 @@ def iht_one_step_error(W: ConvOperator, x: np.ndarray, k: int, *, pool: int = 2)
 def relu_pinv_error(
     W: ConvOperator, bias: np.ndarray, x: np.ndarray, *, clip: float | None = None,
     iter_lim: int = 300,
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
     """Reconstruct ``x`` from ``h = min(max(W x + b, 0), clip)`` by the pseudoinverse of
     the rows that are active (``0 < W x + b < clip``): CReLU supplement Algorithm 1.
 
-    Returns ``(relative error, fraction of active rows)``; the least-squares problem
-    ``min ||(W x' + b - h)_A||`` is solved by LSQR on ``W.aslinearoperator()`` restricted to
-    the active rows (no dense matrix).
+    Returns ``(relative error, fraction of active rows, LSQR's condition estimate)``; the
+    least-squares problem ``min ||(W x' + b - h)_A||`` is solved by LSQR on
+    ``W.aslinearoperator()`` restricted to the active rows (no dense matrix).  When the
+    active rows have full column rank the exact error is 0 and the returned error is the
+    solver's: it falls with ``iter_lim`` at a rate set by the conditioning (hence the
+    condition estimate, a measure of how stably the activations determine ``x``).
     """
     from scipy.sparse.linalg import LinearOperator as SciPyOp
     from scipy.sparse.linalg import lsqr
@@ -345,9 +291,9 @@ def relu_pinv_error(
 
     A = SciPyOp((int(mask.sum()), W.shape[1]), matvec=mv, rmatvec=rmv, dtype=np.float64)
     rhs = (pre - b).ravel()[mask]  # = (W x)_A, read off the activations
-    sol = lsqr(A, rhs, atol=1e-10, btol=1e-10, iter_lim=iter_lim)[0]
-    err = float(np.linalg.norm(sol - x.ravel()) / np.linalg.norm(x))
-    return err, float(mask.mean())
+    res = lsqr(A, rhs, atol=1e-10, btol=1e-10, iter_lim=iter_lim)
+    err = float(np.linalg.norm(res[0] - x.ravel()) / np.linalg.norm(x))
+    return err, float(mask.mean()), float(res[6])
 
 
 # ----------------------------------------------------------- the MobileNetV2 study
@@ -377,17 +323,20 @@ def _pooled_nnz(h: np.ndarray, pool: int = 2) -> int:
 
 def mobilenet_v2_study(
     path: Any, image: np.ndarray, *, size: int = 128, seed: Any = 0, small: bool = False,
-    rip_trials: int = 500,
+    rip_trials: int = 500, pinv_iter: int = 300,
 ) -> dict[str, Any]:
     """All four analyses on a torchvision MobileNetV2 state dict and one natural image.
 
     Returns a dict with ``coherence`` (rows of :func:`coherence_table`), ``pairing``
     (``{layer: (learned mu, random mu)}``), ``rip`` (``{(layer, k): (learned, random)}``
     ratio arrays), ``reconstruction`` (``{name: (learned, random)}`` relative errors, plus
-    ``'random activation'``), ``sparsity`` (the ``k`` used) and ``active`` fractions.
+    ``'random activation'``), ``sparsity`` (the ``k`` used) and ``pinv`` (active fraction and
+    LSQR condition estimate, learned and random).
     """
     from ..adapters import conv_layers
     from ..adapters.torch import load_state_dict
+    from ..models import ModelSparse
+    from ..rip import rip_ratios
 
     rng = check_rng(seed)
     geo = mobilenet_v2_overrides()
@@ -415,8 +364,8 @@ def mobilenet_v2_study(
         Wr = Wl.with_filters(random_like(L.filters, seed=rng).astype(np.float64)).normalized()
         for k in (5, 10, 20):
             s = int(rng.integers(2**31))
-            out["rip"][(n, k)] = (model_rip_ratios(Wl, k, rip_trials, seed=s),
-                                  model_rip_ratios(Wr, k, rip_trials, seed=s))
+            out["rip"][(n, k)] = (rip_ratios(Wl.T, ModelSparse(k), rip_trials, seed=s),
+                                  rip_ratios(Wr.T, ModelSparse(k), rip_trials, seed=s))
 
     # 4. reconstruction of a real image / its activations (Table 3 analogue)
     x = imagenet_input(image, size)
@@ -425,11 +374,11 @@ def mobilenet_v2_study(
     W0r = W0.with_filters(random_like(L0.filters, seed=rng, match_norms=True).astype(np.float64))
     b0 = np.asarray(L0.bias, np.float64)
     rec: dict[str, tuple[float, float]] = {}
-    active: dict[str, tuple[float, float]] = {}
-    el, al = relu_pinv_error(W0, b0, x, clip=6.0)
-    er, ar = relu_pinv_error(W0r, b0, x, clip=6.0)
+    el, al, cl = relu_pinv_error(W0, b0, x, clip=6.0, iter_lim=pinv_iter)
+    er, ar, cr = relu_pinv_error(W0r, b0, x, clip=6.0, iter_lim=pinv_iter)
     rec["image from ReLU6 layer-1 activations (pinv of active rows)"] = (el, er)
-    active["layer 1"] = (al, ar)
+    out["pinv"] = {"active fraction": (al, ar), "condition estimate": (cl, cr),
+                   "iterations": pinv_iter}
     h1 = np.clip(W0 @ x + b0[:, None, None], 0.0, 6.0)
     k0 = _pooled_nnz(h1)
     W0n = ConvOperator(layers["features.0.0"].filters.astype(np.float64), x.shape, stride=2,
@@ -458,7 +407,6 @@ def mobilenet_v2_study(
     base = float(np.linalg.norm(a1 - g) / np.linalg.norm(a1))
     rec["random activation baseline"] = (base, base)
     out["reconstruction"] = rec
-    out["active"] = active
     out["sparsity"] = {"k layer 1": (k0, h1.size // 4), "k block 2": (k1, We.out_shape[0] *
                                                                         a1[0].size // 4)}
     return out
