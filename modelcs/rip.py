@@ -222,6 +222,33 @@ def _support_model(model: SparsityModel) -> SparsityModel:
     return new
 
 
+def _conv_columns(op: ConvOperator, atoms: np.ndarray) -> np.ndarray:
+    """Columns ``W^T e_j`` (rows of ``W``) for flat code indices ``atoms``, ``(A, M*prod(D))``.
+
+    Places each atom's filter at its shift in the padded input and applies the operator's
+    own boundary map (crop for zero padding, wrap for circular): no convolution needed.
+    """
+    w = to_numpy(op.filters).astype(np.float64)
+    K, Mg = w.shape[:2]
+    g = op.groups
+    n, l, t = op.output_spatial, op.kernel_size, op.stride
+    kk, pos = np.divmod(atoms, math.prod(n))
+    pidx = np.unravel_index(pos, n)
+    A, d = atoms.size, len(n)
+    xpad = np.zeros((A, op.n_channels_in, *op._Dp))
+    ex = (slice(None),) + (None,) * (d + 1)
+    idx: list[Any] = [np.arange(A)[ex]]
+    ch = (kk // (K // g)) * Mg
+    idx.append(ch[(slice(None), None) + (None,) * d] + np.arange(Mg)[(None, slice(None))
+                                                                    + (None,) * d])
+    for a in range(d):
+        shp = [1] * (d + 2)
+        shp[2 + a] = l[a]
+        idx.append((pidx[a] * t[a])[ex] + np.arange(l[a]).reshape(shp))
+    xpad[tuple(idx)] = w[kk]
+    return np.asarray(op._unpad(xpad)).reshape(A, -1)
+
+
 def _gram_eigs(Phi: LinearOperator, S: np.ndarray, chunk: int) -> tuple[np.ndarray, ...]:
     """Extreme eigenpairs of ``Phi_S^T Phi_S`` for supports ``S`` ``(B, k)`` (flat indices).
 
@@ -236,9 +263,13 @@ def _gram_eigs(Phi: LinearOperator, S: np.ndarray, chunk: int) -> tuple[np.ndarr
     for s in range(0, B, chunk):
         Sc = S[s : s + chunk]
         b = Sc.shape[0]
-        E = np.zeros((b * k, N), dtype=Phi.dtype)
-        E[np.arange(b * k), Sc.reshape(-1)] = 1.0
-        cols = to_numpy(Phi @ E.reshape(b * k, *Phi.in_shape)).astype(np.float64)
+        op = Phi.T
+        if isinstance(op, ConvOperator) and get_array_module(op.filters) is np:
+            cols = _conv_columns(op, Sc.reshape(-1))
+        else:
+            E = np.zeros((b * k, N), dtype=Phi.dtype)
+            E[np.arange(b * k), Sc.reshape(-1)] = 1.0
+            cols = to_numpy(Phi @ E.reshape(b * k, *Phi.in_shape)).astype(np.float64)
         cols = cols.reshape(b, k, -1)
         G = cols @ cols.transpose(0, 2, 1)
         lam, V = np.linalg.eigh(G)
@@ -331,7 +362,10 @@ def estimate_delta(
     lmin, lmax, vmin, vmax = _gram_eigs(Phi, S, chunk)
     dist = np.maximum(lmax - 1.0, 1.0 - lmin)
     used = n_random
-    trace = [(used, float(dist.max()))]
+    # best-so-far within the random batch (every 1/8 of it), then after every search round
+    run = np.maximum.accumulate(dist)
+    marks = np.unique(np.linspace(0, n_random, 9).astype(np.int64)[1:])
+    trace = [(int(i), float(run[i - 1])) for i in marks]
 
     if search == "adversarial" and used < n_trials:
         m = int(min(8, max(1, n_random // 4)))

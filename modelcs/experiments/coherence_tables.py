@@ -1,0 +1,360 @@
+"""Coherence of random filter banks at VGG16 / AlexNet layer sizes (Tables 4 and 6).
+
+Invertibility paper (``003_...``), Table 4 (VGG16, Sec. 4.4) and Table 6 (AlexNet,
+App. C.2) list the coherence ``mu`` (footnote 12) of learned filters and of "Gaussian
+random filters with corresponding sizes".  The paper does not say whether shifted
+copies of the filters count as distinct rows; we report both (DESIGN.md Sec. 3), each
+over several independent draws (mean and min-max), with ``'valid'`` boundaries.
+
+With ``'valid'`` boundaries the coherence does not depend on the input size ``D`` once
+every relative shift occurs, so layers whose filter banks have the same size
+``(K, M, l, stride)`` share their draws (e.g. VGG16 conv(4,2) ... conv(5,3)).
+
+Also the ``modelcs coherence`` subcommand (see :func:`register`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .._validation import check_positive_int
+from ..rip import coherence
+
+__all__ = ["VGG16_LAYERS", "ALEXNET_LAYERS", "coherence_table", "load_filters", "register"]
+
+# (layer, K, M per group, l, D, stride, paper random, paper learned)
+VGG16_LAYERS: list[dict[str, Any]] = [
+    dict(layer=name, K=K, M=M, l=3, D=D, stride=1, paper_random=pr, paper_learned=pl)
+    for name, K, M, D, pr, pl in [
+        ("(1,1)", 64, 3, 224, 0.6701, 0.9427),
+        ("(1,2)", 64, 64, 224, 0.1218, 0.7340),
+        ("(2,1)", 128, 64, 112, 0.1546, 0.6435),
+        ("(2,2)", 128, 128, 112, 0.1053, 0.7465),
+        ("(3,1)", 256, 128, 56, 0.1099, 0.5838),
+        ("(3,2)", 256, 256, 56, 0.0895, 0.4844),
+        ("(3,3)", 256, 256, 56, 0.0802, 0.5194),
+        ("(4,1)", 512, 256, 28, 0.0920, 0.4596),
+        ("(4,2)", 512, 512, 28, 0.0619, 0.4574),
+        ("(4,3)", 512, 512, 28, 0.0617, 0.4043),
+        ("(5,1)", 512, 512, 14, 0.0696, 0.4099),
+        ("(5,2)", 512, 512, 14, 0.0674, 0.4099),
+        ("(5,3)", 512, 512, 14, 0.0674, 0.4046),
+    ]
+]
+"""Table 4: VGG16 conv layers (3x3 filters, stride 1; ``D`` = input size of the layer)."""
+
+ALEXNET_LAYERS: list[dict[str, Any]] = [
+    dict(layer=name, K=K, M=M, l=l, D=D, stride=t, paper_random=pr, paper_learned=pl)
+    for name, K, M, l, D, t, pr, pl in [
+        ("conv1", 96, 3, 11, 227, 4, 0.1996, 0.9172),
+        ("conv2", 256, 48, 5, 27, 1, 0.1263, 0.6643),
+        ("conv3", 384, 256, 3, 13, 1, 0.0929, 0.6200),
+        ("conv4", 384, 192, 3, 13, 1, 0.1073, 0.6382),
+        ("conv5", 256, 192, 3, 13, 1, 0.1026, 0.3390),
+    ]
+]
+"""Table 6: AlexNet conv layers (filter blobs ``K x M/groups x l x l``, as stored)."""
+
+TABLES = {
+    "vgg16": ("Table 4: VGG16", VGG16_LAYERS),
+    "alexnet": ("Table 6: AlexNet", ALEXNET_LAYERS),
+}
+
+
+def _stats(v: Sequence[float]) -> dict[str, Any]:
+    a = np.asarray(v, dtype=np.float64)
+    return {
+        "mean": float(a.mean()),
+        "std": float(a.std(ddof=1)) if a.size > 1 else 0.0,
+        "min": float(a.min()),
+        "max": float(a.max()),
+        "draws": [float(x) for x in a],
+    }
+
+
+def coherence_table(
+    layers: Sequence[dict[str, Any]],
+    *,
+    draws: int = 3,
+    seed: Any = 0,
+    dtype: Any = np.float32,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Coherence of Gaussian random banks at the given layer sizes, with and without shifts.
+
+    Parameters
+    ----------
+    layers : list of dict
+        Entries with ``layer, K, M, l, D, stride`` (e.g. :data:`VGG16_LAYERS`).
+    draws : int
+        Independent random banks per distinct size ``(K, M, l, stride)``.
+    seed : int or None
+    dtype : float32 (default, fast) or float64.
+    progress : callable, optional
+        Called with a short label after each computed draw.
+
+    Returns
+    -------
+    list of dict, one per layer: the input entry plus ``shifts`` / ``no_shifts`` statistics
+    (``mean``, ``std``, ``min``, ``max``, ``draws``), ``seconds`` (compute time of its size)
+    and ``shared_with`` (layers sharing the draws).
+
+    Examples
+    --------
+    >>> rows = coherence_table(VGG16_LAYERS[:2], draws=2, seed=0)
+    >>> [r["layer"] for r in rows], rows[0]["no_shifts"]["mean"] > rows[1]["no_shifts"]["mean"]
+    (['(1,1)', '(1,2)'], True)
+    """
+    draws = check_positive_int("draws", draws)
+    ss = np.random.SeedSequence(seed)
+    cache: dict[tuple[int, ...], dict[str, Any]] = {}
+    sig_of = [(r["K"], r["M"], r["l"], r["stride"]) for r in layers]
+    children = dict(zip(dict.fromkeys(sig_of), ss.spawn(len(set(sig_of))), strict=True))
+    out = []
+    for row, sig in zip(layers, sig_of, strict=True):
+        if sig not in cache:
+            K, M, l, t = sig
+            rng = np.random.default_rng(children[sig])
+            vals: dict[str, list[float]] = {"shifts": [], "no_shifts": []}
+            t0 = time.perf_counter()
+            for _ in range(draws):
+                w = rng.standard_normal((K, M, l, l), dtype=np.float64).astype(dtype)
+                w /= np.asarray(math.sqrt(M * l * l), dtype=dtype)
+                vals["no_shifts"].append(coherence(w, shifts=False))
+                vals["shifts"].append(coherence(w, stride=t))
+                if progress is not None:
+                    progress(f"{K}x{M}x{l}x{l}")
+            cache[sig] = {
+                "shifts": _stats(vals["shifts"]),
+                "no_shifts": _stats(vals["no_shifts"]),
+                "seconds": time.perf_counter() - t0,
+            }
+        shared = [r["layer"] for r, s in zip(layers, sig_of, strict=True) if s == sig]
+        out.append({**row, **cache[sig], "shared_with": shared})
+    return out
+
+
+def n_distinct_sizes(layers: Sequence[dict[str, Any]]) -> int:
+    """Number of distinct filter-bank sizes (draw groups) in ``layers``."""
+    return len({(r["K"], r["M"], r["l"], r["stride"]) for r in layers})
+
+
+def table_markdown(name: str, rows: Sequence[dict[str, Any]]) -> str:
+    """A Markdown table of ours (mean +- std [min, max]) beside the paper's values."""
+
+    def fmt(s: dict[str, Any]) -> str:
+        return f"{s['mean']:.4f} ± {s['std']:.4f} [{s['min']:.4f}, {s['max']:.4f}]"
+
+    lines = [
+        f"**{name}** (random Gaussian filters; ours over {len(rows[0]['shifts']['draws'])} "
+        "draws: mean ± std [min, max])",
+        "",
+        "| layer | filters K x M x l x l (stride) | paper random | ours, filters only | "
+        "ours, all shifted rows | paper learned |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        size = f"{r['K']} x {r['M']} x {r['l']} x {r['l']} ({r['stride']})"
+        lines.append(
+            f"| {r['layer']} | {size} | {r['paper_random']:.4f} | {fmt(r['no_shifts'])} | "
+            f"{fmt(r['shifts'])} | {r['paper_learned']:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------- CLI helpers
+def one_line_errors(p: argparse.ArgumentParser, prog: str) -> None:
+    """Make argparse errors of this subcommand a single line (exit status 2)."""
+
+    def error(message: str) -> Any:
+        print(f"{prog}: error: {message} (see {prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+    p.error = error  # type: ignore[method-assign]
+
+
+def int_tuple(text: str) -> tuple[int, ...]:
+    """Parse ``"3"`` or ``"3,3"`` (argparse type); one-line error otherwise."""
+    try:
+        vals = tuple(int(v) for v in str(text).split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer or comma-separated integers (e.g. 3 or 3,3); got {text!r}"
+        ) from None
+    if not vals or len(vals) > 2 or any(v < 1 for v in vals):
+        raise argparse.ArgumentTypeError(
+            f"expected 1 or 2 positive integers (e.g. 3 or 3,3); got {text!r}"
+        )
+    return vals
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
+    return v
+
+
+def load_filters(path: str, key: str | None = None) -> np.ndarray:
+    """A filter bank ``(K, M, *l)`` from an ``.npz`` file (``allow_pickle=False``).
+
+    ``key`` selects the array; without it the file must hold one array, or one named
+    ``filters`` or ``weight``.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"filters file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise ValueError(f"{path} is not an .npz archive (expected arrays by name)")
+            names = list(data.files)
+            if key is None:
+                if len(names) == 1:
+                    key = names[0]
+                else:
+                    key = next((k for k in ("filters", "weight") if k in names), None)
+                    if key is None:
+                        raise ValueError(
+                            f"{path} holds arrays {names}; choose one with --key"
+                        )
+            if key not in names:
+                raise ValueError(f"{path} has no array {key!r}; it holds {names}")
+            w = np.asarray(data[key])
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"cannot read {path} as .npz: {exc}") from None
+    if w.ndim not in (3, 4) or w.dtype.kind not in "fiu":
+        raise ValueError(
+            f"array {key!r} in {path} must be real filters (K, M, l) or (K, M, l1, l2); got "
+            f"shape {w.shape}, dtype {w.dtype}"
+        )
+    return w
+
+
+def add_bank_arguments(p: argparse.ArgumentParser, *, K: int, M: int, l: str, D: str) -> None:
+    """Options that define a filter bank: sizes for random filters, or a file."""
+    g = p.add_argument_group("filter bank (random Gaussian, scaled 1/sqrt(M l), or a file)")
+    g.add_argument("--filters", metavar="FILE.npz", help="filters (K, M, l) or (K, M, l1, l2)")
+    g.add_argument("--key", help="array name inside FILE.npz")
+    g.add_argument("--K", type=positive_int, default=K, help=f"number of filters (default {K})")
+    g.add_argument("--M", type=positive_int, default=M, help=f"input channels (default {M})")
+    g.add_argument("--l", type=int_tuple, default=int_tuple(l),
+                   help=f"filter size, e.g. 5 or 3,3 (default {l})")
+    g.add_argument("--D", type=int_tuple, default=None,
+                   help=f"input size, e.g. 32 or 14,14 (default {D} for random filters)")
+    g.add_argument("--stride", type=int_tuple, default=(1,), help="stride (default 1)")
+    g.add_argument("--padding", choices=("valid", "same", "circular"), default="valid",
+                   help="boundary (default valid, the papers')")
+
+
+def bank_from_args(args: argparse.Namespace, rng: np.random.Generator,
+                   default_D: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, ...] | None]:
+    """Filters (from the file or random) and the input size from parsed options."""
+    if args.filters is not None:
+        w = load_filters(args.filters, args.key)
+        return w, args.D
+    d = len(args.l)
+    D = args.D if args.D is not None else default_D[:1] * d
+    if len(D) != d:
+        raise ValueError(f"--D {D} and --l {args.l} must have the same number of axes")
+    L = math.prod(args.l)
+    w = rng.standard_normal((args.K, args.M, *args.l)) / math.sqrt(args.M * L)
+    return w, D
+
+
+def _broadcast(v: tuple[int, ...], d: int, name: str) -> Any:
+    """An option value for ``d`` spatial axes (one int repeats); a plain int in 1-D."""
+    full = v * d if len(v) == 1 else v
+    if len(full) != d:
+        raise ValueError(f"{name} {','.join(map(str, v))} does not match {d}-D filters")
+    return full[0] if d == 1 else full
+
+
+def _geometry(args: argparse.Namespace, w: np.ndarray) -> Any:
+    return _broadcast(args.stride, w.ndim - 2, "--stride")
+
+
+# ------------------------------------------------------------------ subcommand
+def register(subparsers: Any) -> None:
+    """Add the ``coherence`` subcommand."""
+    p = subparsers.add_parser(
+        "coherence",
+        help="coherence of a filter bank (random or from .npz), or the paper's Tables 4/6",
+        description=(
+            "Coherence mu = max |<w_r, w_s>| over distinct unit-normalised rows of W "
+            "(invertibility paper, footnote 12), with and without shifted copies, computed "
+            "from filter cross-correlations.  --table reproduces the random-filter rows of "
+            "Table 4 (VGG16) or Table 6 (AlexNet)."
+        ),
+    )
+    add_bank_arguments(p, K=64, M=64, l="3,3", D="14")
+    p.add_argument("--shifts", choices=("both", "yes", "no"), default="both",
+                   help="count shifted copies of the filters as rows (default both)")
+    p.add_argument("--draws", type=positive_int, default=3,
+                   help="random banks per size (default 3; ignored with --filters)")
+    p.add_argument("--table", choices=sorted(TABLES), help="reproduce a table of the paper")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=_cmd_coherence)
+    one_line_errors(p, "modelcs coherence")
+
+
+def _cmd_coherence(args: argparse.Namespace) -> int:
+    if args.table is not None:
+        if args.filters is not None:
+            raise ValueError("--table and --filters are exclusive")
+        name, layers = TABLES[args.table]
+        t0 = time.perf_counter()
+        rows = coherence_table(layers, draws=args.draws, seed=args.seed)
+        if args.json:
+            print(json.dumps({"table": name, "rows": rows}, indent=1))
+        else:
+            print(table_markdown(name, rows))
+            print(f"\n({time.perf_counter() - t0:.1f} s)")
+        return 0
+    rng = np.random.default_rng(args.seed)
+    modes = {"both": (False, True), "yes": (True,), "no": (False,)}[args.shifts]
+    n_draws = 1 if args.filters is not None else args.draws
+    res: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    vals: dict[bool, list[float]] = {m: [] for m in modes}
+    w = None
+    for _ in range(n_draws):
+        w, D = bank_from_args(args, rng, (14,))
+        stride = _geometry(args, w)
+        for m in modes:
+            if m:
+                Din = None if D is None else _broadcast(D, w.ndim - 2, "--D")
+                vals[m].append(coherence(w, shifts=True, input_shape=Din, stride=stride,
+                                         padding=args.padding))
+            else:
+                vals[m].append(coherence(w, shifts=False))
+    assert w is not None
+    res["filters"] = list(w.shape)
+    res["source"] = args.filters or "random Gaussian"
+    for m in modes:
+        res["shifts" if m else "no_shifts"] = _stats(vals[m])
+    res["seconds"] = time.perf_counter() - t0
+    if args.json:
+        print(json.dumps(res, indent=1))
+        return 0
+    print(f"filters {tuple(w.shape)} ({res['source']}), {n_draws} draw(s), "
+          f"{res['seconds']:.2f} s")
+    for m in modes:
+        s = res["shifts" if m else "no_shifts"]
+        what = "all shifted rows" if m else "filters only    "
+        extra = f" ± {s['std']:.4f} [{s['min']:.4f}, {s['max']:.4f}]" if n_draws > 1 else ""
+        print(f"  coherence, {what}: {s['mean']:.4f}{extra}")
+    return 0
