@@ -772,3 +772,18 @@ def test_mobilenet_study_small():
     rec = res["reconstruction"]
     assert rec["random activation baseline"][0] == pytest.approx(np.sqrt(2), abs=0.1)
     assert all(0 <= v[0] < 1.0 for k, v in rec.items() if "baseline" not in k)
+
+
+def test_safetensors_bfloat16_and_corrupt(tmp_path):
+    torch = pytest.importorskip("torch")
+    st = pytest.importorskip("safetensors.torch")
+    w = torch.randn(3, 2, 5).to(torch.bfloat16)
+    path = tmp_path / "bf.safetensors"
+    st.save_file({"c.weight": w}, str(path))
+    layer = conv_layers(path)["c"]
+    assert layer.filters.dtype == np.float32
+    np.testing.assert_array_equal(layer.filters, w.float().numpy())
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10" + b"\x00" * 7 + b"{not json}")
+    with pytest.raises(ValueError, match="not a readable .safetensors"):
+        conv_layers(bad)

@@ -141,23 +141,25 @@ def load_safetensors(path: str) -> dict[str, Any]:
         from safetensors import safe_open
     except ImportError as exc:
         raise missing_extra("safetensors", "adapters", "reading .safetensors") from exc
-    out: dict[str, Any] = {}
     order = _safetensors_order(path)
+
+    def read(framework: str) -> dict[str, Any]:
+        with safe_open(path, framework=framework) as f:
+            return {k: f.get_tensor(k) for k in sorted(f.keys(), key=lambda k: order.get(k, -1))}
+
     try:
-        with safe_open(path, framework="numpy") as f:
-            for k in sorted(f.keys(), key=lambda k: order.get(k, -1)):
-                out[k] = f.get_tensor(k)
-        return out
-    except (TypeError, ValueError) as exc:  # bfloat16 has no NumPy dtype
+        return read("numpy")
+    except Exception as exc:  # SafetensorError (not a ValueError) or a dtype NumPy lacks
+        if "bf16" not in str(exc).lower() and "bfloat16" not in str(exc).lower():
+            raise ValueError(f"{path!r} is not a readable .safetensors file: {exc}") from exc
         try:
             import torch  # noqa: F401
         except ImportError:
             raise ValueError(
-                f"{path!r}: cannot read as NumPy ({exc}); bfloat16 needs PyTorch: "
+                f"{path!r}: bfloat16 tensors have no NumPy dtype; reading them needs PyTorch: "
                 "pip install 'modelcs[torch]'"
             ) from exc
-    with safe_open(path, framework="pt") as f:
-        return {k: f.get_tensor(k) for k in sorted(f.keys(), key=lambda k: order.get(k, -1))}
+    return read("pt")
 
 
 def _safetensors_order(path: str) -> dict[str, int]:
