@@ -28,6 +28,10 @@ from .rip import estimate_delta as estimate_delta
 from .rip import rip_ratios as rip_ratios
 from .rip import theorem31_condition as theorem31_condition
 from .rip import theorem33_bound as theorem33_bound
+from .recovery.iht import IHTDivergenceWarning as IHTDivergenceWarning
+from .recovery.iht import IHTResult as IHTResult
+from .recovery.iht import cnn_layer as cnn_layer
+from .recovery.iht import iht as iht
 # -- end of public imports --
 
 __version__ = "0.1.0"
