@@ -59,6 +59,7 @@ __all__ = [
 PreimageKind = Literal["singleton", "compact", "unbounded", "empty"]
 
 _DEFAULT_TOL = 1e-7
+_MAX_DENSE = 2**25  # entries of a LinearOperator's dense matrix for the LPs (256 MiB)
 _HIGHS_OPTIONS = {
     "primal_feasibility_tolerance": 1e-9,
     "dual_feasibility_tolerance": 1e-9,
@@ -87,6 +88,12 @@ def _as_matrix(name: str, A: Any) -> tuple[np.ndarray, tuple[int, ...], tuple[in
     """Dense float64 ``(m, n)`` matrix plus the operator's input / output shapes."""
     if isinstance(A, LinearOperator):
         in_shape, out_shape = A.in_shape, A.out_shape
+        if A.shape[0] * A.shape[1] > _MAX_DENSE:
+            raise ValueError(
+                f"parameter '{name}' is a {A.shape[0]}x{A.shape[1]} operator; the preimage LPs "
+                f"need its dense matrix and are limited to {_MAX_DENSE} entries (use a window "
+                "of the input, i.e. a smaller operator)"
+            )
         M = np.asarray(to_numpy(A.to_dense()), dtype=np.float64)
     else:
         M = _as_real_array(name, A)

@@ -144,6 +144,51 @@ def test_omnidirectional_laws(n, extra, seed):
     assert omni is cone_is_omni(A)
 
 
+def _boundary_family(rng, n, inward):
+    """Rows in the closed half-space {<a, v> >= 0} whose rows in v-perp balance: 0 lies on the
+    boundary of the hull (not omnidirectional); with ``inward`` a row -v is added (0 interior).
+    """
+    Q = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    v, perp = Q[:, 0], Q[:, 1:]
+    rows = []
+    if n > 1:
+        F = rng.standard_normal((n - 1, n - 1))
+        rows += list(np.vstack([F, -F]) @ perp.T)  # balanced and spanning within v-perp
+    for _ in range(int(rng.integers(1, 4))):
+        a = rng.standard_normal(n)
+        rows.append(a + (abs(a @ v) - a @ v) * v + 0.1 * v)  # strictly on the v side
+    if inward:
+        rows.append(-v * rng.uniform(0.01, 2.0))
+    A = np.array(rows)
+    return A[rng.permutation(len(A))]
+
+
+def test_omnidirectional_boundary_family_agrees_with_cone_test():
+    """0 exactly on the hull boundary (a hull-membership test would say yes) versus inside."""
+    rng = np.random.default_rng(5)
+    for trial in range(40):
+        n = int(rng.integers(1, 6))
+        inward = bool(trial % 2)
+        A = _boundary_family(rng, n, inward)
+        assert is_omnidirectional(A) is inward, (trial, n)
+        assert cone_is_omni(A) is inward, (trial, n)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), mode=st.sampled_from(["generic", "inactive", "point"]))
+def test_preimage_kind_invariant_under_row_scaling_and_permutation(seed, mode):
+    """Scaling row i of (A, b, y) by c_i > 0 or permuting rows leaves the preimage unchanged."""
+    rng = np.random.default_rng(seed)
+    A, b, y = _random_layer(rng, mode)
+    kind = preimage_kind(A, b, y)
+    c = rng.uniform(0.01, 100.0, size=A.shape[0])
+    perm = rng.permutation(A.shape[0])
+    assert preimage_kind((c[:, None] * A)[perm], (c * b)[perm], (c * y)[perm]) == kind
+    if kind != "empty":
+        x = preimage_point((c[:, None] * A)[perm], (c * b)[perm], (c * y)[perm])
+        assert in_preimage(A, b, y, x)
+
+
 # ---------------------------------------------------------------- hand-built preimages
 def _case(name):
     """(A, b, y, expected kind) for hand-built layers of every kind."""
@@ -515,6 +560,12 @@ def test_is_omnidirectional_bad_inputs():
         is_omnidirectional(np.ones((2, 2, 2)))
     with pytest.raises(ValueError, match="non-finite"):
         is_omnidirectional(np.array([[1.0, np.nan], [0.0, 1.0]]))
+
+
+def test_operator_too_large_for_dense_lp():
+    W = ConvOperator.random(64, 64, (3, 3), (32, 32), seed=0)
+    with pytest.raises(ValueError, match="dense matrix"):
+        preimage_kind(W, None, np.zeros(W.out_shape))
 
 
 def test_conv_bias_shape_error():
