@@ -1,0 +1,261 @@
+"""Tests for modelcs.experiments.phase (phase-transition sweeps, local and on Dask)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from modelcs.cli import main
+from modelcs.experiments import phase
+from modelcs.experiments.phase import (
+    PhaseTransitionResult,
+    draw_problem,
+    phase_transition,
+)
+
+SMALL = dict(K=6, l=3, D=10, ks=[1, 2, 4], channels=[1, 3], trials=6, progress=False)
+
+
+def _fake_result(success_rows, ks=(1, 2, 3, 4), channels=None, trials=10):
+    s = np.asarray(success_rows, dtype=float)[None]
+    channels = channels or tuple(range(1, s.shape[1] + 1))
+    counts = np.rint(s * trials).astype(np.int64)
+    return PhaseTransitionResult(
+        K=8, l=(3,), D=(10,), ks=tuple(ks), channels=tuple(channels), algorithms=("iht",),
+        trials=trials, seed=0, success_tol=1e-4, counts=counts,
+        median_error=np.where(counts == trials, 0.0, np.inf).astype(float),
+    )
+
+
+# ------------------------------------------------------------------------- data
+def test_draw_problem_codes_are_model_sparse_and_x_is_synthesis():
+    W, Z = draw_problem(7, (3,), (12,), 2, 3, 5, seed=4)
+    assert W.in_shape == (2, 12) and Z.shape == (5, 7, 10)
+    # exactly k nonzeros, at most one per filter block, values in [-1, 1]
+    assert (np.count_nonzero(Z.reshape(5, -1), axis=1) == 3).all()
+    assert np.count_nonzero(Z, axis=2).max() == 1
+    assert np.abs(Z).max() <= 1.0
+    # the filters follow Theorem 3.1's scaling: entries ~ N(0, 1/(M l))
+    assert W.filters.shape == (7, 2, 3)
+
+
+def test_filters_shared_along_a_row_and_codes_differ_per_cell():
+    W1, Z1 = draw_problem(6, (3,), (10,), 2, 1, 4, seed=0)
+    W2, Z2 = draw_problem(6, (3,), (10,), 2, 3, 4, seed=0)
+    W3, _ = draw_problem(6, (3,), (10,), 2, 3, 4, seed=1)
+    np.testing.assert_array_equal(W1.filters, W2.filters)
+    assert not np.array_equal(W1.filters, W3.filters)
+    W4, Z4 = draw_problem(6, (3,), (10,), 2, 3, 4, seed=0)
+    np.testing.assert_array_equal(Z2, Z4)  # deterministic
+    assert np.count_nonzero(Z1[0]) == 1 and np.count_nonzero(Z2[0]) == 3
+
+
+def test_cells_do_not_depend_on_the_rest_of_the_grid():
+    a = phase_transition(**{**SMALL, "ks": [1, 2, 4], "channels": [1, 3]},
+                         algorithms=["model_iht"])
+    b = phase_transition(**{**SMALL, "ks": [4], "channels": [3]}, algorithms=["model_iht"])
+    assert a.counts[0, 1, 2] == b.counts[0, 0, 0]
+    np.testing.assert_array_equal(a.median_error[0, 1, 2], b.median_error[0, 0, 0])
+
+
+# ------------------------------------------------------------- counting is right
+def test_counts_match_an_independent_recount():
+    from modelcs import ModelSparse
+    from modelcs.recovery.iht import iht
+
+    r = phase_transition(K=8, l=3, D=12, ks=[2, 5], channels=[2], algorithms=["model_iht"],
+                         trials=12, progress=False)
+    for j, k in enumerate([2, 5]):
+        W, Z = draw_problem(8, (3,), (12,), 2, k, 12, seed=0)
+        res = iht(W.T, W.T @ Z, ModelSparse(k, ndim=1), step="normalized",
+                  max_iter=phase._IHT_MAX_ITER, tol=phase._iht_tol(1e-4))
+        rel = [np.linalg.norm(res.z[b] - Z[b]) / np.linalg.norm(Z[b]) for b in range(12)]
+        assert r.counts[0, 0, j] == sum(e <= 1e-4 for e in rel)
+        assert r.median_error[0, 0, j] == pytest.approx(np.median(rel))
+
+
+def test_easy_cells_succeed_and_impossible_cells_fail():
+    # M*D = 60 measurements of a 1-sparse code: easy for every algorithm
+    easy = phase_transition(K=6, l=3, D=10, ks=[1], channels=[6], trials=10, progress=False)
+    assert easy.success.shape == (3, 1, 1)
+    np.testing.assert_array_equal(easy.success, 1.0)
+    np.testing.assert_array_equal(easy.median_error < 1e-6, True)
+    # 4 measurements, 6 unknown nonzeros: the code is not identifiable even with its support
+    bad = phase_transition(K=6, l=3, D=4, ks=[6], channels=[1], trials=10, progress=False)
+    np.testing.assert_array_equal(bad.success, 0.0)
+    assert (bad.median_error > 1e-2).all()
+
+
+def test_lstsq_on_support_matches_dense_least_squares(rng):
+    from modelcs import ConvOperator
+
+    W = ConvOperator.random(5, 3, 3, 9, seed=2)
+    Phi = W.T
+    A = Phi.to_dense()  # (M*D, K*n), small
+    mask = rng.random((4, *W.out_shape)) < 0.2
+    X = rng.standard_normal((4, *W.in_shape))
+    Z = phase._lstsq_on_support(Phi, X, mask)
+    for b in range(4):
+        cols = np.flatnonzero(mask[b].ravel())
+        ref = np.zeros(A.shape[1])
+        ref[cols] = np.linalg.lstsq(A[:, cols], X[b].ravel(), rcond=None)[0]
+        np.testing.assert_allclose(Z[b].ravel(), ref, atol=1e-9)
+
+
+def test_two_dimensional_grid():
+    r = phase_transition(K=4, l=(2, 2), D=(5, 5), ks=[1, 2], channels=[2], trials=4,
+                         algorithms=["model_iht", "iht"], progress=False)
+    assert r.l == (2, 2) and r.D == (5, 5)
+    assert r.success.shape == (2, 1, 2)
+    assert r.code_size == 4 * 16
+
+
+# ----------------------------------------------------------------------- Dask
+def test_local_and_localcluster_give_identical_results():
+    distributed = pytest.importorskip("distributed")
+    kw = dict(K=8, l=3, D=12, ks=[1, 3, 6], channels=[1, 2, 4], trials=8, progress=False,
+              seed=3)
+    local = phase_transition(**kw)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None, host="127.0.0.1") as cluster, \
+            distributed.Client(cluster) as client:
+        remote = phase_transition(client=client, **kw)
+        workers = client.run(lambda: 1)
+    assert len(workers) == 2
+    assert remote.backend == "dask" and local.backend == "local"
+    np.testing.assert_array_equal(local.counts, remote.counts)
+    np.testing.assert_array_equal(local.success, remote.success)
+    np.testing.assert_array_equal(local.median_error, remote.median_error)
+    assert 0 < local.success.mean() < 1  # not a trivially constant grid
+
+
+def test_client_must_look_like_a_dask_client():
+    with pytest.raises(TypeError, match="client"):
+        phase_transition(**SMALL, client=object())
+
+
+# ---------------------------------------------------------------- result object
+def test_json_round_trip_is_exact(tmp_path):
+    r = phase_transition(**SMALL)
+    r.median_error[0, 0, 0] = np.inf  # diverged cells must survive JSON too
+    d = json.loads(json.dumps(r.to_dict()))
+    back = PhaseTransitionResult.from_dict(d)
+    for name in ("K", "l", "D", "ks", "channels", "algorithms", "trials", "seed",
+                 "success_tol", "backend"):
+        assert getattr(back, name) == getattr(r, name), name
+    np.testing.assert_array_equal(back.counts, r.counts)
+    np.testing.assert_array_equal(back.success, r.success)
+    np.testing.assert_array_equal(back.median_error, r.median_error)
+    r.save(tmp_path / "r.json")
+    np.testing.assert_array_equal(PhaseTransitionResult.load(tmp_path / "r.json").counts,
+                                  r.counts)
+
+
+def test_from_dict_rejects_foreign_or_inconsistent_records():
+    r = phase_transition(**SMALL, algorithms=["iht"])
+    with pytest.raises(ValueError, match="phase-transition record"):
+        PhaseTransitionResult.from_dict({"kind": "something else"})
+    d = r.to_dict()
+    d["ks"] = d["ks"][:-1]
+    with pytest.raises(ValueError, match="counts"):
+        PhaseTransitionResult.from_dict(d)
+
+
+def test_transition_k_interpolates_the_50_percent_crossing():
+    r = _fake_result([[1.0, 0.8, 0.2, 0.0],   # crosses between k=2 and 3: 2 + 0.3/0.6
+                      [1.0, 1.0, 1.0, 0.6],   # never below 50%: censored at ks[-1]
+                      [0.4, 0.2, 0.0, 0.0],   # below 50% from the start: nan
+                      [1.0, 0.5, 0.5, 0.0]])  # 0.5 counts as success: crossing at k=3
+    t = r.transition_k("iht")
+    assert t[0] == pytest.approx(2.5)
+    assert t[1] == 4
+    assert np.isnan(t[2])
+    assert t[3] == pytest.approx(3.0)
+    text = phase.summary(r)
+    assert ">=4" in text and "<1" in text and "2.50" in text
+
+
+def test_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    r = phase_transition(**SMALL)
+    p = tmp_path / "phase.png"
+    fig = r.plot(p)
+    assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(fig.axes) >= 4  # 3 heat maps + transitions panel (+ colorbar)
+    # single-row / single-column grids still plot (no contour possible)
+    _fake_result([[1.0, 0.0, 0.0, 0.0]]).plot(tmp_path / "one.png")
+    assert (tmp_path / "one.png").stat().st_size > 0
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch):
+    pytest.importorskip("tqdm")
+    monkeypatch.setattr("sys.stderr.isatty", lambda: False, raising=False)
+    assert phase._progress_bar(5, True) is None
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
+    bar = phase._progress_bar(5, True)
+    assert bar is not None and bar.total == 5
+    bar.close()
+    assert phase._progress_bar(5, False) is None
+
+
+# ------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "change, exc, match",
+    [
+        (dict(ks=[2, 1]), ValueError, "strictly increasing"),
+        (dict(ks=[]), ValueError, "must not be empty"),
+        (dict(ks=[1, 7]), ValueError, "k=7 > K=6"),
+        (dict(ks=[0, 1]), ValueError, "positive integer"),
+        (dict(ks="12"), TypeError, "sequence"),
+        (dict(channels=[3, 3]), ValueError, "strictly increasing"),
+        (dict(channels=[1.5]), TypeError, "channels"),
+        (dict(algorithms=["omp"]), ValueError, "unknown entry 'omp'"),
+        (dict(algorithms=["iht", "iht"]), ValueError, "duplicates"),
+        (dict(algorithms=[]), ValueError, "must not be empty"),
+        (dict(trials=0), ValueError, "trials"),
+        (dict(K=0), ValueError, "'K'"),
+        (dict(l=11), ValueError, "must not exceed"),
+        (dict(l=(1, 2, 3), D=(4, 4, 4)), ValueError, "1-D or 2-D"),
+        (dict(success_tol=0.0), ValueError, "success_tol"),
+        (dict(success_tol=2.0), ValueError, "success_tol"),
+        (dict(seed=-1), ValueError, "seed"),
+        (dict(seed=1.5), TypeError, "seed"),
+    ],
+)
+def test_bad_input_is_rejected_with_a_clear_message(change, exc, match):
+    with pytest.raises(exc, match=match):
+        phase_transition(**{**SMALL, **change})
+
+
+# ------------------------------------------------------------------------ CLI
+def test_cli_writes_json_and_figure(tmp_path, capsys):
+    rc = main(["phase", "--K", "6", "--l", "3", "--D", "10", "--ks", "1:3", "--channels",
+               "1,3", "--algorithms", "model_iht,iht", "--trials", "4", "--no-progress",
+               "--out", str(tmp_path)])
+    assert rc == 0
+    r = PhaseTransitionResult.load(tmp_path / "phase.json")
+    assert r.ks == (1, 2, 3) and r.channels == (1, 3) and r.algorithms == ("model_iht", "iht")
+    assert (tmp_path / "phase.png").stat().st_size > 0
+    out = capsys.readouterr().out
+    assert "k at 50% success" in out and "phase.json" in out
+    ref = phase_transition(K=6, l=3, D=10, ks=[1, 2, 3], channels=[1, 3], trials=4,
+                           algorithms=["model_iht", "iht"], progress=False)
+    np.testing.assert_array_equal(r.counts, ref.counts)
+
+
+def test_cli_bad_arguments_exit_2(tmp_path, capsys):
+    assert main(["phase", "--K", "4", "--ks", "1:6", "--out", str(tmp_path)]) == 2
+    assert "k=6 > K=4" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["phase", "--ks", "one:two", "--out", str(tmp_path)])
+    assert e.value.code == 2
+    assert "inclusive range" in capsys.readouterr().err
+
+
+def test_int_list_parser():
+    assert phase._int_list("1:4") == [1, 2, 3, 4]
+    assert phase._int_list("2:10:4,12") == [2, 6, 10, 12]
+    assert phase._int_list("3") == [3]
+    assert phase._shape_arg("3x4") == (3, 4) and phase._shape_arg("5") == 5
