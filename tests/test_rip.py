@@ -388,3 +388,24 @@ def test_theorem31_bad_input(kwargs, exc, match):
     base.update(kwargs)
     with pytest.raises(exc, match=match):
         theorem31_condition(**base)
+
+
+@pytest.mark.parametrize(
+    "W",
+    [
+        ConvOperator.random(6, 4, 3, 11, stride=2, seed=1),
+        ConvOperator.random(6, 4, (2, 3), (7, 8), stride=(2, 1), padding="same", groups=2, seed=1),
+        ConvOperator.random(4, 2, (3, 3), (6, 7), padding="circular", stride=2, seed=2),
+        ConvOperator.random(4, 2, 3, 9, padding=2, seed=3, dtype=np.float32),
+    ],
+)
+def test_delta_fast_conv_path_equals_generic_operator_path(W):
+    # 1.0 * W.T is a generic operator (applied to unit codes); W.T uses the filter columns
+    K = W.out_shape[0]
+    model = ModelSparse(min(3, K), ndim=len(W.input_spatial))
+    for search in ("random", "adversarial"):
+        a = estimate_delta(W.T, model, n_trials=24, seed=5, search=search)
+        b = estimate_delta(1.0 * W.T, model, n_trials=24, seed=5, search=search)
+        tol = 1e-5 if W.dtype == np.float32 else 1e-10
+        assert a.delta == pytest.approx(b.delta, abs=tol)
+        np.testing.assert_array_equal(a.support, b.support)

@@ -209,30 +209,44 @@ def positive_int(text: str) -> int:
 
 
 def load_filters(path: str, key: str | None = None) -> np.ndarray:
-    """A filter bank ``(K, M, *l)`` from an ``.npz`` file (``allow_pickle=False``).
+    """A filter bank ``(K, M, *l)`` from an ``.npz`` (or ``.npy``) file, ``allow_pickle=False``.
 
     ``key`` selects the array; without it the file must hold one array, or one named
-    ``filters`` or ``weight``.
+    ``filters`` or ``weight``.  Object (pickled) arrays are refused.
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"filters file not found: {path}")
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if magic[:4] != b"PK\x03\x04" and magic != b"\x93NUMPY":
+        raise ValueError(f"cannot read {path}: not an .npz (zip) or .npy file")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not hasattr(data, "files"):
-                raise ValueError(f"{path} is not an .npz archive (expected arrays by name)")
-            names = list(data.files)
-            if key is None:
-                if len(names) == 1:
-                    key = names[0]
-                else:
-                    key = next((k for k in ("filters", "weight") if k in names), None)
-                    if key is None:
-                        raise ValueError(
-                            f"{path} holds arrays {names}; choose one with --key"
-                        )
-            if key not in names:
-                raise ValueError(f"{path} has no array {key!r}; it holds {names}")
-            w = np.asarray(data[key])
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.ndarray):  # a plain .npy file
+            w = data
+            key = key or "(array)"
+        else:
+            with data:
+                names = list(data.files)
+                if key is None:
+                    if len(names) == 1:
+                        key = names[0]
+                    else:
+                        key = next((k for k in ("filters", "weight") if k in names), None)
+                        if key is None:
+                            raise ValueError(
+                                f"{path} holds arrays {names}; choose one with --key"
+                            )
+                if key not in names:
+                    raise ValueError(f"{path} has no array {key!r}; it holds {names}")
+                w = np.asarray(data[key])
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "pickled" in str(exc):
+            raise ValueError(
+                f"{path} holds object (pickled) arrays; refusing to unpickle them "
+                "(save plain numeric arrays)"
+            ) from None
+        raise
     except (OSError, EOFError) as exc:
         raise ValueError(f"cannot read {path} as .npz: {exc}") from None
     if w.ndim not in (3, 4) or w.dtype.kind not in "fiu":
@@ -266,9 +280,8 @@ def bank_from_args(args: argparse.Namespace, rng: np.random.Generator,
         w = load_filters(args.filters, args.key)
         return w, args.D
     d = len(args.l)
-    D = args.D if args.D is not None else default_D[:1] * d
-    if len(D) != d:
-        raise ValueError(f"--D {D} and --l {args.l} must have the same number of axes")
+    D = _broadcast(args.D if args.D is not None else default_D[:1], d, "--D")
+    D = (D,) if isinstance(D, int) else D
     L = math.prod(args.l)
     w = rng.standard_normal((args.K, args.M, *args.l)) / math.sqrt(args.M * L)
     return w, D
