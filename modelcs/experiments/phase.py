@@ -98,7 +98,7 @@ def draw_problem(
     >>> W, Z = draw_problem(6, (3,), (10,), 2, 2, 4, seed=0)
     >>> Z.shape, W.in_shape
     ((4, 6, 8), (2, 10))
-    >>> int(np.count_nonzero(Z, axis=2).max()), np.count_nonzero(Z[0])
+    >>> int(np.count_nonzero(Z, axis=2).max()), int(np.count_nonzero(Z[0]))
     (1, 2)
     """
     W = ConvOperator.random(K, M, l, D, seed=np.random.default_rng(_filter_seed(seed, M)))
