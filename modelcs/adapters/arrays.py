@@ -27,8 +27,14 @@ _WEIGHT_SUFFIX = re.compile(r"(\.weight|/kernel(:0)?|\.kernel|_weight|/weight(:0
 
 
 def to_numpy_array(value: Any) -> np.ndarray | None:
-    """A NumPy copy/view of a tensor-like value (torch tensors on any device), else None."""
+    """A NumPy copy/view of a tensor-like value (torch tensors on any device), else None.
+
+    Half-precision formats NumPy lacks (bfloat16, float8) become float32.
+    """
     if isinstance(value, np.ndarray):
+        if value.dtype.kind == "V" and "float" in value.dtype.name:
+            # ml_dtypes' bfloat16 / float8 (registered with NumPy by onnx, jax, ...)
+            return value.astype(np.float32)
         return value
     mod = type(value).__module__
     if mod.startswith("torch") and hasattr(value, "detach"):
