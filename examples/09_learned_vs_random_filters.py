@@ -58,7 +58,7 @@ def main() -> int:
 
     res = mobilenet_v2_study(
         weights_path(), data.astronaut(), size=64 if small else 128, seed=args.seed,
-        small=small, rip_trials=200 if small else 1000, pinv_iter=100 if small else 300,
+        small=small, rip_trials=200 if small else 500, pinv_iter=100 if small else 300,
     )
 
     print("1. Coherence per layer (rows of W with shifts, 'valid'), learned vs random")
