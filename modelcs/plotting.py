@@ -82,7 +82,7 @@ def plot_figure2(
     axes[2].axvline(0.5, color="grey", lw=0.8, ls=":", label="paper: max < 0.5")
     axes[2].set_title("(c) $\\|\\hat x - x\\|_2 / \\|x\\|_2$ (Theorem 3.3)")
     if notes:
-        axes[2].text(0.98, 0.5, "\n".join(notes), transform=axes[2].transAxes, ha="right",
+        axes[2].text(0.5, 0.5, "\n".join(notes), transform=axes[2].transAxes, ha="center",
                      va="center", fontsize=7, bbox=dict(fc="white", ec="0.7", alpha=0.9))
     for ax in axes:
         ax.set_ylabel("trials")

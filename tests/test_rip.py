@@ -185,7 +185,7 @@ def test_rip_ratios_match_dense(dtype, twod):
 
 def test_rip_ratios_figure2_setting():
     """Paper Sec. 4.2: l=5, M=32, K=96, D=32, k=10, values uniform on [-1, 1]."""
-    W = ConvOperator.random(96, 32, 5, 32, seed=0)
+    W = ConvOperator.random(96, 32, 5, 32, seed=0, engine="gemm")
     model = ModelSparse(10)
     iso = rip_ratios(W.T, model, 1000, seed=1)
     rg = rip_ratios(W.T, model, 1000, seed=2, kind="restricted_gram")

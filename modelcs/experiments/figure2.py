@@ -304,7 +304,7 @@ def run_demo(
             "c_one_step_known": {"paper": PAPER_FIG2["c"], **_summary(f2["err_known"])},
             "c_one_step_fixed": {"paper": PAPER_FIG2["c"], **_summary(f2["err_fixed"])},
             "c_one_step_known_squared": {
-                "paper": "(hypothesis: squared ratio ||x_hat - x||^2/||x||^2)",
+                "paper": "(hypothesis: the squared ratio ‖x̂ - x‖²/‖x‖²)",
                 **_summary(f2["err_known"] ** 2),
             },
         },
