@@ -81,8 +81,9 @@ def _torch_net(torch, d):
     )
 
 
+@pytest.mark.parametrize("engine", ["auto", "gemm"])
 @pytest.mark.parametrize("d", [1, 2])
-def test_torch_module_layers_match_module_output(d):
+def test_torch_module_layers_match_module_output(d, engine):
     torch = pytest.importorskip("torch")
     net = _torch_net(torch, d)
     layers = conv_layers(net)
@@ -96,7 +97,8 @@ def test_torch_module_layers_match_module_output(d):
             y = mod(x)
             if name in layers:
                 layer = layers[name]
-                W = layer.operator(tuple(x.shape[1:]))
+                # 'gemm' is pure NumPy (independent of torch; 'auto' may call torch)
+                W = layer.operator(tuple(x.shape[1:]), engine=engine)
                 assert W.dtype == np.float32
                 h = W @ x.numpy()
                 if layer.bias is not None:
@@ -272,7 +274,7 @@ def test_mobilenet_v2_pth():
     assert first.filters.shape == (32, 3, 3, 3) and first.bias is None
     img = skimage_data.astronaut()[::4, ::4].astype(np.float32) / 255.0  # 128 x 128 x 3
     x = np.ascontiguousarray(img.transpose(2, 0, 1))
-    W = first.operator(x.shape)
+    W = first.operator(x.shape, engine="gemm")  # NumPy im2col, not torch
     h = W @ x
     sd = torch.load(path, weights_only=True)
     ref = torch.nn.functional.conv2d(
