@@ -81,7 +81,7 @@ def test_rip_filters_file(tmp_path, capsys):
         (["--K", "x"], "--K"),
         (["--l", "1,2,3"], "--l"),
         (["--pool", "0"], "--pool"),
-        (["--switches", "magic"], "--switches"),
+        (["--delta-search", "magic"], "--delta-search"),
         (["--low", "nan"], "--low"),
         (["--trials", "0"], "--trials"),
         (["--k", "200"], "exceeds"),
@@ -245,3 +245,24 @@ def test_console_errors_are_one_line_without_traceback():
     assert p.returncode == 2
     assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
     assert "--k" in p.stderr
+
+
+def test_demo_progress_bar_only_on_a_terminal(tmp_path, monkeypatch):
+    pytest.importorskip("tqdm")
+    import io
+
+    from modelcs.experiments.figure2 import run_demo
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    kw = dict(n_trials=30, iht_iters=2, draws=1, delta_budget=20, tables=())
+    fake = Tty()
+    monkeypatch.setattr(sys, "stderr", fake)
+    run_demo(str(tmp_path / "a"), **kw)
+    assert "modelcs demo" in fake.getvalue() and "%|" in fake.getvalue()
+    plain = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", plain)
+    run_demo(str(tmp_path / "b"), **kw)
+    assert plain.getvalue() == ""

@@ -476,7 +476,8 @@ def register(subparsers: Any) -> None:
         description=(
             "Monte-Carlo model-RIP ratios ||W^T z||/||z||, ||W_Omega W_Omega^T z||/||z|| and "
             "||W W^T z||/||z|| for random model-k-sparse codes z (invertibility paper, eq. (1), "
-            "Lemma B.1, Figure 2), the one-step reconstruction error of Theorem 3.3, and "
+            "Lemma B.1, Figure 2), the one-step reconstruction error of Theorem 3.3 with known "
+            "and with fixed switches, and "
             "optionally a lower estimate of delta_k.  Defaults: the paper's Figure 2 setting."
         ),
     )
@@ -484,8 +485,6 @@ def register(subparsers: Any) -> None:
     r.add_argument("--k", type=ct.positive_int, default=10, help="nonzeros per code (default 10)")
     r.add_argument("--pool", type=_pool_arg, default=None,
                    help="pooling region size (e.g. 2 or 2,2), or none = whole blocks (default)")
-    r.add_argument("--switches", choices=("known", "fixed"), default="known",
-                   help="unpooling switches for the one-step reconstruction (default known)")
     r.add_argument("--trials", type=ct.positive_int, default=1000, help="codes (default 1000)")
     r.add_argument("--low", type=_float_arg, default=-1.0, help="lowest nonzero value (-1)")
     r.add_argument("--high", type=_float_arg, default=1.0, help="highest nonzero value (1)")
