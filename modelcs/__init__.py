@@ -32,6 +32,7 @@ from .recovery.iht import IHTDivergenceWarning as IHTDivergenceWarning
 from .recovery.iht import IHTResult as IHTResult
 from .recovery.iht import cnn_layer as cnn_layer
 from .recovery.iht import iht as iht
+from .recovery.cosamp import cosamp as cosamp
 # -- end of public imports --
 
 __version__ = "0.1.0"

@@ -266,6 +266,13 @@ class SparsityModel:
     def _project_batch(self, zb: Any) -> Any:
         raise NotImplementedError
 
+    def _support_sum(self, zb: Any, c: int) -> Any:
+        """Support of the best approximation of ``zb`` by a sum of ``c`` model points.
+
+        ``M_k^c`` of Baraniuk et al. (2010), used by model-based CoSaMP (``c = 2``).
+        """
+        raise NotImplementedError
+
     def _sample_batch(
         self,
         shape: tuple[int, ...],
@@ -467,6 +474,38 @@ class ModelSparse(SparsityModel):
         xp.put_along_axis(out, flat, xp.where(sel, kept, 0).astype(zb.dtype), axis=2)
         return out.reshape(zb.shape)
 
+    def _support_sum(self, zb: Any, c: int) -> Any:
+        """Sums of ``c`` model points: <= ``c`` nonzeros per unit, <= ``c k`` in total.
+
+        (A block holding two nonzeros of ``z1 + z2`` must be active in both, so the
+        count constraint is ``2 * #doubles + #singles <= 2k``: just ``<= 2k`` nonzeros.)
+        Exact: the ``c`` largest keys per unit, then the ``c k`` largest of those.
+        Positions are the entries' own (known switches) whatever ``switches`` is.
+        """
+        xp = get_array_module(zb)
+        B, K = zb.shape[:2]
+        N = math.prod(zb.shape[2:])
+        vals, pos = self._regions(zb)  # (B, K, U, P)
+        U, P = vals.shape[2], vals.shape[3]
+        keys = xp.abs(vals) if self.by == "abs" else vals
+        keys = keys.astype(np.float64)
+        if pos is not None:
+            keys = xp.where(pos >= 0, keys, -np.inf)
+        cand = topk_mask(keys.reshape(B * K * U, P), min(c, P)).reshape(keys.shape)
+        if pos is not None:
+            cand &= pos >= 0
+            n_cand = K * int(xp.minimum((pos >= 0).sum(axis=1), c).sum())
+        else:
+            n_cand = K * U * min(c, P)
+        ckeys = xp.where(cand, keys, -np.inf).reshape(B, K * U * P)
+        sel = topk_mask(ckeys, min(c * self.k, n_cand)).reshape(B, K, U, P) & cand
+        if pos is None:
+            return sel.reshape(zb.shape)
+        out = xp.zeros((B, K, N + 1), dtype=bool)
+        idx = xp.where(pos >= 0, pos, N).reshape(1, 1, U * P)
+        xp.put_along_axis(out, xp.broadcast_to(idx, (B, K, U * P)), sel.reshape(B, K, -1), 2)
+        return out[:, :, :N].reshape(zb.shape)
+
     def _sample_batch(self, shape, n, rng, low, high, dtype):  # type: ignore[no-untyped-def]
         K, spatial = shape[0], shape[1:]
         N = math.prod(spatial)
@@ -524,6 +563,12 @@ class TopKSparse(SparsityModel):
         sel = topk_mask(keys, self.k)
         return xp.where(sel, flat, 0).astype(zb.dtype).reshape(zb.shape)
 
+    def _support_sum(self, zb: Any, c: int) -> Any:
+        xp = get_array_module(zb)
+        flat = zb.reshape(zb.shape[0], -1)
+        keys = xp.abs(flat) if self.by == "abs" else flat
+        return topk_mask(keys, min(c * self.k, flat.shape[1])).reshape(zb.shape)
+
     def _sample_batch(self, shape, n, rng, low, high, dtype):  # type: ignore[no-untyped-def]
         N = math.prod(shape)
         idx = _random_subsets(rng, n, N, self.k)
@@ -563,6 +608,13 @@ class BlockSparse(SparsityModel):
         energy = (flat * flat).sum(axis=2)
         sel = topk_mask(energy, self.k)
         return xp.where(sel[..., None], flat, 0).astype(zb.dtype).reshape(zb.shape)
+
+    def _support_sum(self, zb: Any, c: int) -> Any:
+        xp = get_array_module(zb)
+        B, K = zb.shape[:2]
+        flat = zb.reshape(B, K, -1)
+        sel = topk_mask((flat * flat).sum(axis=2), min(c * self.k, K))
+        return xp.broadcast_to(sel[..., None], flat.shape).reshape(zb.shape)
 
     def _sample_batch(self, shape, n, rng, low, high, dtype):  # type: ignore[no-untyped-def]
         K, N = shape[0], math.prod(shape[1:])

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from modelcs import ConvOperator, LinearOperator, ModelSparse, TopKSparse, cnn_layer, iht
+from modelcs import ConvOperator, LinearOperator, ModelSparse, TopKSparse, cnn_layer, cosamp, iht
 from modelcs.recovery.iht import IHTDivergenceWarning
 
 
@@ -259,3 +259,45 @@ def test_errors():
         cnn_layer(W, y, None)  # type: ignore[arg-type]
     res = iht(W.T, y, model, max_iter=0)
     assert res.converged and res.n_iter == 0  # y = 0 is solved by z = 0
+
+
+# ------------------------------------------------------------------ CoSaMP
+@pytest.mark.parametrize("model", [ModelSparse(4), ModelSparse(4, pool=3), TopKSparse(4)])
+def test_cosamp_recovers_exactly(model):
+    W = ConvOperator.random(24, 8, 5, 32, seed=0)
+    Z = model.sample(W.out_shape, 30, seed=3)
+    res = cosamp(W.T, W.T @ Z, model)
+    assert res.converged.all() and not res.diverged.any()
+    assert (rel_err(res.z, Z) <= 1e-8).all()
+    assert res.n_iter.max() <= 10
+
+
+def test_cosamp_beats_iht_where_unit_step_fails():
+    W = ConvOperator.random(96, 32, 5, 32, seed=0)
+    model = ModelSparse(20)
+    Z = model.sample(W.out_shape, 50, seed=5)
+    Y = W.T @ Z
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IHTDivergenceWarning)
+        r_iht = iht(W.T, Y, model, max_iter=50)
+    r_cos = cosamp(W.T, Y, model)
+    assert (rel_err(r_cos.z, Z) <= 1e-6).mean() > (rel_err(r_iht.z, Z) <= 1e-6).mean()
+    assert (rel_err(r_cos.z, Z) <= 1e-6).mean() >= 0.99
+
+
+def test_cosamp_single_signal_zero_and_errors():
+    W = ConvOperator.random(12, 4, 3, 16, seed=2)
+    model = ModelSparse(2)
+    res = cosamp(W.T, np.zeros(W.in_shape), model)
+    assert res.converged and res.n_iter == 0 and not res.z.any()
+    z = model.sample(W.out_shape, seed=0)
+    one = cosamp(W.T, W.T @ z, model, z0=z)
+    assert one.converged and one.n_iter <= 1 and np.allclose(one.z, z)
+    with pytest.raises(ValueError, match="'cg_tol'"):
+        cosamp(W.T, W.T @ z, model, cg_tol=-1.0)
+    with pytest.raises(ValueError, match="'cg_iter'"):
+        cosamp(W.T, W.T @ z, model, cg_iter=-3)
+    with pytest.raises(ValueError, match="non-finite"):
+        cosamp(W.T, np.full(W.in_shape, np.inf), model)
+    with pytest.raises(TypeError, match="'Phi'"):
+        cosamp(None, W.T @ z, model)  # type: ignore[arg-type]

@@ -309,3 +309,39 @@ def test_errors():
         ModelSparse(6).sample((5, 3), 3)
     with pytest.raises(TypeError, match="'model'"):
         sample_model_sparse("top", (5, 3), 3)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ CoSaMP's M_k^2
+def brute_support_sum2(z, k, pool=None):
+    """Best support with <= 2 entries per unit and <= 2k entries (sums of 2 model points)."""
+    units = _unit_of(z.shape, pool)
+    flat = z.reshape(-1) ** 2
+    best, best_score = None, -1.0
+    for size in range(0, min(2 * k, flat.size) + 1):
+        for supp in itertools.combinations(range(flat.size), size):
+            us = [units[i] for i in supp]
+            if any(us.count(u) > 2 for u in us):
+                continue
+            score = flat[list(supp)].sum()
+            if score > best_score + 1e-12:
+                best, best_score = supp, score
+    mask = np.zeros(flat.size, dtype=bool)
+    mask[list(best)] = True
+    return mask.reshape(z.shape)
+
+
+@pytest.mark.parametrize(
+    "shape, pool, k", [((3, 4), None, 2), ((2, 3, 3), (2, 2), 2), ((2, 5), 2, 3)]
+)
+def test_support_sum2_brute_force(shape, pool, k):
+    rng = np.random.default_rng(sum(shape))
+    Z = rng.standard_normal((3, *shape))
+    ndim = len(shape) - 1
+    pool_t = None if pool is None else (pool if isinstance(pool, tuple) else (pool,) * ndim)
+    got = ModelSparse(k, pool=pool, ndim=ndim)._support_sum(Z, 2)
+    for b in range(3):
+        np.testing.assert_array_equal(got[b], brute_support_sum2(Z[b], k, pool_t))
+    T = TopKSparse(2)._support_sum(Z, 2)
+    assert (T.reshape(3, -1).sum(1) == min(4, math.prod(shape))).all()
+    Bm = BlockSparse(1)._support_sum(Z, 2)
+    assert (Bm.reshape(3, shape[0], -1).all(axis=2).sum(1) == min(2, shape[0])).all()
