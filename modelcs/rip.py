@@ -38,6 +38,7 @@ __all__ = [
     "estimate_delta",
     "DeltaEstimate",
     "coherence",
+    "coherence_both",
     "theorem31_condition",
     "Theorem31Condition",
     "theorem33_bound",
@@ -613,7 +614,29 @@ def coherence(
     """
     if not isinstance(shifts, (bool, np.bool_)):
         raise TypeError(f"parameter 'shifts' must be a bool; got {shifts!r}")
-    op = _as_conv(W_or_filters, bool(shifts), input_shape, stride, padding)
+    best, _ = _coherence(W_or_filters, bool(shifts), input_shape, stride, padding)
+    return best if return_pair else best[0]
+
+
+def coherence_both(
+    W_or_filters: Any, *, input_shape: Any = None, stride: Any = 1, padding: Any = "valid"
+) -> tuple[float, float]:
+    """``(coherence(..., shifts=True), coherence(..., shifts=False))`` in one pass.
+
+    The lag-0 block of the shifted computation is the Gram matrix of the whole filters,
+    so the filters-only value comes for free when some row is a whole filter.
+    """
+    best, whole = _coherence(W_or_filters, True, input_shape, stride, padding)
+    if whole is None:
+        whole = coherence(W_or_filters, shifts=False)
+    return best[0], whole
+
+
+def _coherence(
+    W_or_filters: Any, shifts: bool, input_shape: Any, stride: Any, padding: Any
+) -> tuple[tuple[float, tuple[int, int]], float | None]:
+    """(best value, row pair) and, when computed on the way, the filters-only value."""
+    op = _as_conv(W_or_filters, shifts, input_shape, stride, padding)
     w = op.filters
     xp = get_array_module(w)
     K = op.n_blocks
@@ -641,7 +664,7 @@ def coherence(
         G[xp.arange(K), xp.arange(K)] = 0
         i = int(to_numpy(xp.argmax(G)))
         mu = float(G.reshape(-1)[i])
-        return (mu, divmod(i, K)) if return_pair else mu
+        return (mu, divmod(i, K)), mu
 
     d = op.ndim_spatial
     mode, pads = _parse_padding(op.padding, d, op.input_spatial, op.kernel_size, op.stride)
@@ -656,6 +679,7 @@ def coherence(
     ]
     lshape = op.kernel_size
     best: tuple[float, tuple[int, int]] = (0.0, (0, 1))  # every pair has |<.,.>| >= 0
+    whole: float | None = None  # the filters-only value (lag 0, untruncated rows)
     for combo in itertools.product(*[range(len(c)) for c in per_axis]):
         rev = tuple(per_axis[a][ci].rev for a, ci in enumerate(combo))
         if rev < combo:
@@ -682,12 +706,14 @@ def coherence(
             G[xp.arange(K), xp.arange(K)] = 0
         i = int(to_numpy(xp.argmax(G)))
         val = float(G.reshape(-1)[i])
+        if all(c.same and c.mask1.all() for c in cls) and K > 1:
+            whole = val
         if val > best[0]:
             k1, k2 = divmod(i, K)
             r1 = k1 * math.prod(n) + int(np.ravel_multi_index([c.p1 for c in cls], n))
             r2 = k2 * math.prod(n) + int(np.ravel_multi_index([c.p2 for c in cls], n))
             best = (val, (r1, r2))
-    return best if return_pair else best[0]
+    return best, whole
 
 
 # -------------------------------------------------------------------------- bounds

@@ -19,6 +19,7 @@ from modelcs import ConvOperator
 from modelcs.models import BlockSparse, ModelSparse, TopKSparse
 from modelcs.rip import (
     coherence,
+    coherence_both,
     estimate_delta,
     rip_ratios,
     theorem31_condition,
@@ -100,6 +101,19 @@ def test_coherence_filters_default_geometry_has_every_lag(rng):
     assert coherence(w, input_shape=(9, 7), stride=(2, 1)) == pytest.approx(
         coherence(big), abs=1e-12
     )
+
+
+def test_coherence_both_equals_separate_calls():
+    rng = np.random.default_rng(11)
+    for _ in range(25):
+        w, D, t, pad, g = random_geometry(rng)
+        if w.shape[0] < 2 or (np.abs(w.reshape(w.shape[0], -1)).sum(1) == 0).any():
+            continue
+        W = ConvOperator(w, D, stride=t, padding=pad, groups=g)
+        both = coherence_both(W)
+        tol = 1e-5 if w.dtype == np.float32 else 1e-12
+        assert both[0] == pytest.approx(coherence(W), abs=tol)
+        assert both[1] == pytest.approx(coherence(W, shifts=False), abs=tol)
 
 
 def test_coherence_shifts_only_add_pairs(rng):

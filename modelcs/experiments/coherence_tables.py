@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .._validation import check_positive_int
-from ..rip import coherence
+from ..rip import coherence, coherence_both
 
 __all__ = ["VGG16_LAYERS", "ALEXNET_LAYERS", "coherence_table", "load_filters", "register"]
 
@@ -129,8 +129,9 @@ def coherence_table(
             for _ in range(draws):
                 w = rng.standard_normal((K, M, l, l), dtype=np.float64).astype(dtype)
                 w /= np.asarray(math.sqrt(M * l * l), dtype=dtype)
-                vals["no_shifts"].append(coherence(w, shifts=False))
-                vals["shifts"].append(coherence(w, stride=t))
+                mu_shifts, mu_filters = coherence_both(w, stride=t)
+                vals["no_shifts"].append(mu_filters)
+                vals["shifts"].append(mu_shifts)
                 if progress is not None:
                     progress(f"{K}x{M}x{l}x{l}")
             cache[sig] = {
