@@ -9,30 +9,30 @@ See ``DESIGN.md`` conventions: signals ``(M, *D)`` or ``(B, M, *D)``, filters ``
 """
 
 # Each line re-exports one public name ("X as X" marks it public for ruff and mypy).
+from .models import BlockSparse as BlockSparse
+from .models import ModelSparse as ModelSparse
+from .models import TopKSparse as TopKSparse
+from .models import sample_model_sparse as sample_model_sparse
 from .operators import ConvOperator as ConvOperator
 from .operators import LinearOperator as LinearOperator
 from .operators import dottest as dottest
 from .operators import vstack as vstack
-
+from .recovery.cosamp import cosamp as cosamp
+from .recovery.iht import IHTDivergenceWarning as IHTDivergenceWarning
+from .recovery.iht import IHTResult as IHTResult
+from .recovery.iht import cnn_layer as cnn_layer
+from .recovery.iht import iht as iht
 from .relu import distant_preimage_point as distant_preimage_point
 from .relu import is_omnidirectional as is_omnidirectional
 from .relu import linearize as linearize
 from .relu import preimage_kind as preimage_kind
 from .relu import preimage_point as preimage_point
-from .models import BlockSparse as BlockSparse
-from .models import ModelSparse as ModelSparse
-from .models import TopKSparse as TopKSparse
-from .models import sample_model_sparse as sample_model_sparse
 from .rip import coherence as coherence
 from .rip import estimate_delta as estimate_delta
 from .rip import rip_ratios as rip_ratios
 from .rip import theorem31_condition as theorem31_condition
 from .rip import theorem33_bound as theorem33_bound
-from .recovery.iht import IHTDivergenceWarning as IHTDivergenceWarning
-from .recovery.iht import IHTResult as IHTResult
-from .recovery.iht import cnn_layer as cnn_layer
-from .recovery.iht import iht as iht
-from .recovery.cosamp import cosamp as cosamp
+
 # -- end of public imports --
 
 __version__ = "0.1.0"
