@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelcs.experiments.phase import phase_transition, summary
+from modelcs.experiments.phase import local_cluster, phase_transition, summary
 
 
 def main() -> None:
@@ -50,11 +50,9 @@ def main() -> None:
     print(f"(local sweep: {time.perf_counter() - t0:.1f} s)")
 
     if args.workers > 0:
-        from distributed import Client, LocalCluster
+        from distributed import Client
 
-        with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                          dashboard_address=None, host="127.0.0.1") as cluster, \
-                Client(cluster) as client:
+        with local_cluster(args.workers) as cluster, Client(cluster) as client:
             t0 = time.perf_counter()
             remote = phase_transition(**grid, seed=0, client=client)
         same = np.array_equal(remote.counts, res.counts)

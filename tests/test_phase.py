@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -118,17 +119,32 @@ def test_local_and_localcluster_give_identical_results():
     kw = dict(K=8, l=3, D=12, ks=[1, 3, 6], channels=[1, 2, 4], trials=8, progress=False,
               seed=3)
     local = phase_transition(**kw)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, host="127.0.0.1") as cluster, \
-            distributed.Client(cluster) as client:
+    with phase.local_cluster(2) as cluster, distributed.Client(cluster) as client:
+        assert isinstance(cluster, distributed.LocalCluster)
         remote = phase_transition(client=client, **kw)
-        workers = client.run(lambda: 1)
-    assert len(workers) == 2
+        env = client.run(lambda: (os.getpid(), os.environ.get("MALLOC_TRIM_THRESHOLD_")))
+    # two separate worker processes on loopback, without Dask's malloc-trim setting
+    assert len({pid for pid, _ in env.values()}) == 2
+    assert all(addr.startswith("tcp://127.0.0.1:") for addr in env)
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        assert all(trim is None for _, trim in env.values())
     assert remote.backend == "dask" and local.backend == "local"
     np.testing.assert_array_equal(local.counts, remote.counts)
     np.testing.assert_array_equal(local.success, remote.success)
     np.testing.assert_array_equal(local.median_error, remote.median_error)
     assert 0 < local.success.mean() < 1  # not a trivially constant grid
+
+
+def test_cli_local_cluster_matches_local_run(tmp_path):
+    pytest.importorskip("distributed")
+    args = ["phase", "--K", "6", "--l", "3", "--D", "10", "--ks", "1,3,6", "--channels", "2",
+            "--trials", "5", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert main([*args, "--local-cluster", "2", "--out", str(tmp_path / "b")]) == 0
+    a = PhaseTransitionResult.load(tmp_path / "a" / "phase.json")
+    b = PhaseTransitionResult.load(tmp_path / "b" / "phase.json")
+    assert (a.backend, b.backend) == ("local", "dask")
+    np.testing.assert_array_equal(a.counts, b.counts)
 
 
 def test_client_must_look_like_a_dask_client():
