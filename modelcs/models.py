@@ -93,6 +93,8 @@ def topk_mask(keys: Any, k: int) -> Any:
     greater = keys > thresh
     equal = keys == thresh
     need = k - greater.sum(axis=1, keepdims=True)
+    if bool((equal.sum(axis=1, keepdims=True) == need).all()):  # no tie at the threshold
+        return greater | equal
     return greater | (equal & (xp.cumsum(equal, axis=1) <= need))
 
 
@@ -451,27 +453,82 @@ class ModelSparse(SparsityModel):
         flat = np.where(inside, flat, -1).reshape(math.prod(r), math.prod(p))
         return vals, xp.asarray(flat)
 
+    def _unit_max(self, zb: Any) -> tuple[Any, Any, Any]:
+        """Per unit: (kept key, kept value, flat position in the map), each ``(B, K, U)``.
+
+        Whole blocks: one ``argmax`` over the block.  Pooling regions: a running maximum
+        over the ``prod(pool)`` strided views ``z[..., o1::p1, o2::p2]`` (in C order of the
+        in-region offset ``o``, strict ``>`` so the lowest offset wins ties), each copied
+        to contiguous memory once; partial edge regions are padded with entries that
+        never win.
+        """
+        xp = get_array_module(zb)
+        B, K = zb.shape[:2]
+        spatial = tuple(zb.shape[2:])
+        p = self._pool_for(spatial)
+        if p is None:
+            flat = zb.reshape(B, K, -1)
+            keys = xp.abs(flat) if self.by == "abs" else flat
+            arg = xp.argmax(keys, axis=2)[..., None]  # first maximum = lowest index
+            kkey = xp.take_along_axis(keys, arg, axis=2)[..., 0]
+            kval = xp.take_along_axis(flat, arg, axis=2)[..., 0]
+            return kkey[..., None], kval[..., None], arg
+        d = len(spatial)
+        r = tuple(-(-ni // pi) for ni, pi in zip(spatial, p, strict=True))
+        padded = tuple(ri * pi for ri, pi in zip(r, p, strict=True))
+        if padded != spatial:
+            # padding never wins: it is 0 for by="abs" (the real top-left entry of every
+            # region initialises the maximum with a key >= 0 and only a strictly larger
+            # key replaces it) and -inf for by="value"
+            fill = -np.inf if self.by == "value" else 0.0
+            pdt = zb.dtype if zb.dtype.kind == "f" else np.dtype(np.float64)
+            zp = xp.full((B, K, *padded), fill, dtype=pdt)
+            zp[(slice(None), slice(None), *(slice(0, ni) for ni in spatial))] = zb
+        else:
+            zp = zb
+        best_key: Any = None
+        best_val: Any = None
+        best_arg: Any = None
+        for j, offs in enumerate(np.ndindex(*p)):
+            steps = (slice(o, None, pi) for o, pi in zip(offs, p, strict=True))
+            view = xp.ascontiguousarray(zp[(slice(None), slice(None), *steps)])
+            key = xp.abs(view) if self.by == "abs" else view
+            if j == 0:
+                best_key, best_val = key, view
+                best_arg = xp.zeros(view.shape, dtype=np.int32)
+                continue
+            upd = key > best_key
+            best_key = xp.maximum(best_key, key)
+            best_val = xp.where(upd, view, best_val)
+            best_arg = xp.where(upd, np.int32(j), best_arg)
+        # flat position: top-left corner of the region + in-region offset
+        strides = [math.prod(spatial[i + 1 :]) for i in range(d)]
+        corner = sum(
+            np.arange(ri).reshape((-1,) + (1,) * (d - 1 - i)) * pi * st
+            for i, (ri, pi, st) in enumerate(zip(r, p, strides, strict=True))
+        )
+        delta = np.array(
+            [sum(o * st for o, st in zip(offs, strides, strict=True)) for offs in np.ndindex(*p)]
+        )
+        if self.switches == "fixed":
+            pos = xp.broadcast_to(xp.asarray(np.asarray(corner).reshape(-1)), (B, K, math.prod(r)))
+        else:
+            pos = xp.asarray(np.asarray(corner).reshape(-1)) + xp.asarray(delta)[best_arg].reshape(
+                B, K, -1
+            )
+        return best_key.reshape(B, K, -1), best_val.reshape(B, K, -1), pos
+
     def _project_batch(self, zb: Any) -> Any:
         xp = get_array_module(zb)
         B, K = zb.shape[:2]
         N = math.prod(zb.shape[2:])
-        vals, pos = self._regions(zb)  # (B, K, U, P)
-        U = vals.shape[2]
-        keys = xp.abs(vals) if self.by == "abs" else vals
-        if pos is not None and self.by == "abs" and bool((pos < 0).any()):
-            keys = xp.where(pos >= 0, keys, -1.0)
-        arg = xp.argmax(keys, axis=3)  # first maximum = lowest in-unit index
-        kept = xp.take_along_axis(vals, arg[..., None], axis=3)[..., 0]  # (B, K, U)
-        kkey = xp.take_along_axis(keys, arg[..., None], axis=3)[..., 0]
+        kkey, kval, pos = self._unit_max(zb)  # (B, K, U)
+        U = kkey.shape[2]
         sel = topk_mask(kkey.reshape(B, K * U), self.k).reshape(B, K, U)
-        if self.switches == "fixed":
-            arg = xp.zeros_like(arg)
-        if pos is None:
-            flat = arg  # (B, K, 1): position inside the whole block
-        else:
-            flat = pos[xp.arange(U)[None, None, :], arg]  # (B, K, U)
+        if self.switches == "fixed" and self.pool is None:
+            pos = xp.zeros_like(pos)
         out = xp.zeros((B, K, N), dtype=zb.dtype)
-        xp.put_along_axis(out, flat, xp.where(sel, kept, 0).astype(zb.dtype), axis=2)
+        xp.put_along_axis(out, pos, xp.where(sel, kval, 0).astype(zb.dtype), axis=2)
         return out.reshape(zb.shape)
 
     def _support_sum(self, zb: Any, c: int) -> Any:
