@@ -1,0 +1,25 @@
+"""Frames, CReLU and pseudoinverse reconstruction (CReLU paper and its supplement).
+
+See DESIGN.md Sec. 2.4.  Submodules: :mod:`.crelu` (CReLU, pooled CReLU with switches),
+:mod:`.spectrum` (singular values, frame bounds), :mod:`.pinv` (Algorithms 1-2),
+:mod:`.theory` (Theorem A.5 bound, Theorem C.1, pairing statistics).
+"""
+
+from .crelu import PooledCReLU, crelu, crelu_inverse, crelu_pool
+from .pinv import pinv_reconstruct, reconstruction_ratio
+from .spectrum import frame_bounds, singular_values
+from .theory import pairing_cosines, theorem_a5_bound, theorem_c1_ratio
+
+__all__ = [
+    "PooledCReLU",
+    "crelu",
+    "crelu_inverse",
+    "crelu_pool",
+    "frame_bounds",
+    "pairing_cosines",
+    "pinv_reconstruct",
+    "reconstruction_ratio",
+    "singular_values",
+    "theorem_a5_bound",
+    "theorem_c1_ratio",
+]

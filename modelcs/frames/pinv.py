@@ -1,0 +1,240 @@
+"""Moore-Penrose pseudoinverse reconstruction (CReLU supplement, Algorithms 1 and 2).
+
+``x' = (W^T)^+ z`` in the paper's notation (its ``W`` is our ``W^T``: columns = shifted
+filters) is the minimum-norm least-squares solution of ``W x = z`` with our analysis
+operator ``W``.  It is computed by LSQR (Paige & Saunders 1982) on the operator, started
+from ``x = 0`` so that the iterates stay in the row space of ``W`` and converge to the
+minimum-norm solution; no matrix is formed.  The LSQR here is batched: a batch of
+right-hand sides (and of supports) runs as one iteration on ``(B, ...)`` arrays, on NumPy
+or CuPy.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from .._backend import get_array_module
+from .._validation import check_finite, check_positive_int
+from ..operators import LinearOperator
+
+__all__ = ["pinv_reconstruct", "reconstruction_ratio", "ConvergenceWarning"]
+
+
+class ConvergenceWarning(UserWarning):
+    """LSQR stopped at ``maxiter`` before reaching the tolerance."""
+
+
+def _lsqr_batched(
+    forward: Any, adjoint: Any, b: Any, tol: float, maxiter: int
+) -> tuple[Any, Any, int]:
+    """Batched LSQR for ``min ||A x - b||`` (min-norm), ``b`` of shape ``(B, ...)``.
+
+    Stops item by item when ``||r|| <= tol ||b||`` (consistent systems) or
+    ``||A^T r|| <= tol ||A||_F,est ||r||`` (least squares), the tests of Paige & Saunders
+    with ``atol = btol = tol``.  Returns ``(x, converged, iterations)``.
+    """
+    xp = get_array_module(b)
+    B = b.shape[0]
+
+    def nrm(a: Any) -> Any:
+        return xp.sqrt((a.reshape(B, -1) ** 2).sum(axis=1))
+
+    def bc(s: Any, like: Any) -> Any:
+        return s.reshape((B,) + (1,) * (like.ndim - 1))
+
+    def safe(s: Any) -> Any:
+        return xp.where(s > 0, s, 1.0)
+
+    beta = nrm(b)
+    bnorm = beta
+    u = b / bc(safe(beta), b)
+    v = adjoint(u)
+    alpha = nrm(v)
+    v = v / bc(safe(alpha), v)
+    w = v.copy()
+    x = xp.zeros_like(v)
+    phibar, rhobar = beta.copy(), alpha.copy()
+    anorm2 = alpha**2
+    done = (beta == 0) | (alpha == 0)
+    it = 0
+    while it < maxiter and not bool(done.all()):
+        it += 1
+        u = forward(v) - bc(alpha, u) * u
+        beta = nrm(u)
+        u = u / bc(safe(beta), u)
+        anorm2 = anorm2 + beta**2
+        v = adjoint(u) - bc(beta, v) * v
+        alpha = nrm(v)
+        v = v / bc(safe(alpha), v)
+        anorm2 = anorm2 + alpha**2
+        rho = xp.sqrt(rhobar**2 + beta**2)
+        rho_s = safe(rho)
+        c, s = rhobar / rho_s, beta / rho_s
+        theta = s * alpha
+        rhobar = -c * alpha
+        phi = c * phibar
+        phibar = s * phibar
+        step = xp.where(done, 0.0, phi / rho_s)
+        x = x + bc(step, x) * w
+        w = v - bc(theta / rho_s, w) * w
+        rnorm = xp.abs(phibar)
+        arnorm = rnorm * alpha * xp.abs(c)
+        conv = (rnorm <= tol * bnorm) | (arnorm <= tol * xp.sqrt(anorm2) * rnorm)
+        done = done | conv | (beta == 0) | (alpha == 0)
+    return x, done, it
+
+
+def pinv_reconstruct(
+    W: LinearOperator,
+    h: Any,
+    *,
+    support: Any = None,
+    tol: float | None = None,
+    maxiter: int | None = None,
+) -> Any:
+    """Minimum-norm least-squares ``x`` with ``W x ~ h`` (supplement Algorithms 1 and 2).
+
+    Parameters
+    ----------
+    W : LinearOperator (e.g. ConvOperator), ``(K, *n) <- (M, *D)``
+    h : array ``W.out_shape`` or a batch ``(B, *W.out_shape)``
+        Linear responses, e.g. ``crelu_inverse(crelu(W @ x))`` (Algorithm 1) or the ``code``
+        of :func:`crelu_pool` (Algorithm 2).
+    support : bool array, optional
+        Shape ``W.out_shape`` (shared by the batch) or that of ``h``.  Only the activated
+        shifted filters (rows of ``W`` where ``support`` is True) and the matching entries of
+        ``h`` are used: ``x' = (W_hat_x^T)^+ z`` of Algorithm 2 (the max-pooling case).
+    tol : float, optional
+        LSQR stopping tolerance (relative residual / relative normal-equation residual);
+        default ``1e-12`` for float64 and ``1e-6`` for float32.
+    maxiter : int, optional
+        Iteration cap, default ``2 * min(W.shape)``; a :class:`ConvergenceWarning` is issued
+        if some item has not converged by then.
+
+    Returns
+    -------
+    x : array ``W.in_shape`` (or ``(B, *W.in_shape)``)
+        In the row space of the (restricted) ``W``: Proposition 2.1 says that without
+        pooling it is the orthogonal projection of the input onto that row space.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from modelcs import ConvOperator, crelu, crelu_inverse
+    >>> W = ConvOperator.random(2, 3, 3, 12, seed=0)       # 20 x 36: a proper subspace
+    >>> x = np.random.default_rng(1).standard_normal((3, 12))
+    >>> xr = pinv_reconstruct(W, crelu_inverse(crelu(W @ x)))
+    >>> P = np.linalg.pinv(W.to_dense()) @ W.to_dense()     # projector onto the row space
+    >>> bool(np.allclose(xr.ravel(), P @ x.ravel(), atol=1e-9))
+    True
+    """
+    if not isinstance(W, LinearOperator):
+        raise TypeError(f"parameter 'W' must be a modelcs LinearOperator; got {type(W).__name__}")
+    if not hasattr(h, "shape") or not hasattr(h, "dtype"):
+        h = np.asarray(h)
+    if h.dtype.kind not in "fiub":
+        raise TypeError(f"parameter 'h' must be a real numeric array; got dtype {h.dtype}")
+    if tuple(h.shape) == W.out_shape:
+        batched = False
+    elif h.ndim == len(W.out_shape) + 1 and tuple(h.shape[1:]) == W.out_shape:
+        batched = True
+    else:
+        raise ValueError(
+            f"parameter 'h' has shape {tuple(h.shape)}; expected {W.out_shape} (W.out_shape) "
+            f"or a batch (B, {', '.join(map(str, W.out_shape))})"
+        )
+    check_finite("h", h)
+    xp = get_array_module(h)
+    dt = np.result_type(W.dtype, h.dtype if h.dtype.kind == "f" else W.dtype)
+    hb = (h if batched else h[None]).astype(dt, copy=False)
+    mask = None
+    if support is not None:
+        if not hasattr(support, "shape") or not hasattr(support, "dtype"):
+            support = np.asarray(support)
+        if support.dtype != bool:
+            raise TypeError(f"parameter 'support' must be a boolean array; got {support.dtype}")
+        if tuple(support.shape) == W.out_shape:
+            mask = xp.asarray(support)[None]
+        elif tuple(support.shape) == tuple(h.shape):
+            mask = xp.asarray(support) if batched else xp.asarray(support)[None]
+        else:
+            raise ValueError(
+                f"parameter 'support' has shape {tuple(support.shape)}; expected "
+                f"{W.out_shape} or the shape of 'h' {tuple(h.shape)}"
+            )
+        hb = xp.where(mask, hb, 0)
+    if tol is None:
+        tol = 1e-6 if dt == np.float32 else 1e-12
+    if not (isinstance(tol, (int, float)) and 0 < tol < 1):
+        raise ValueError(f"parameter 'tol' must be a number in (0, 1); got {tol!r}")
+    maxiter = 2 * min(W.shape) if maxiter is None else check_positive_int("maxiter", maxiter)
+
+    if mask is None:
+        def fwd(v: Any) -> Any:
+            return W._forward(v)
+
+        def adj(u: Any) -> Any:
+            return W._adjoint(u)
+    else:
+        m = mask.astype(dt)
+
+        def fwd(v: Any) -> Any:
+            return W._forward(v) * m
+
+        def adj(u: Any) -> Any:
+            return W._adjoint(u * m)
+
+    x, done, it = _lsqr_batched(fwd, adj, hb, float(tol), maxiter)
+    if not bool(done.all()):
+        warnings.warn(
+            f"pinv_reconstruct: LSQR did not reach tol={tol:g} in maxiter={maxiter} iterations "
+            f"for {int((~done).sum())} of {hb.shape[0]} item(s); increase maxiter",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    return x if batched else x[0]
+
+
+def reconstruction_ratio(x: Any, x_rec: Any, *, batched: bool = False) -> Any:
+    """Reconstruction ratio ``||x - x'||_2 / ||x||_2`` (supplement A.2, Table S1).
+
+    With ``batched=True`` the first axis is a batch and one ratio per item is returned.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> float(reconstruction_ratio(np.array([3.0, 4.0]), np.array([3.0, 0.0])))
+    0.8
+    """
+    for name, a in (("x", x), ("x_rec", x_rec)):
+        if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+            raise TypeError(f"parameter '{name}' must be an array; got {type(a).__name__}")
+        if a.dtype.kind not in "fiub":
+            raise TypeError(f"parameter '{name}' must be real numeric; got dtype {a.dtype}")
+        check_finite(name, a)
+    if tuple(x.shape) != tuple(x_rec.shape):
+        raise ValueError(
+            f"parameters 'x' and 'x_rec' must have the same shape; got {tuple(x.shape)} and "
+            f"{tuple(x_rec.shape)}"
+        )
+    xp = get_array_module(x, x_rec)
+    if batched:
+        if x.ndim < 2:
+            raise ValueError(
+                f"batched=True needs arrays with a batch axis and at least one more; got shape "
+                f"{tuple(x.shape)}"
+            )
+        B = x.shape[0]
+        num = xp.sqrt(((x - x_rec).reshape(B, -1).astype(np.float64) ** 2).sum(axis=1))
+        den = xp.sqrt((x.reshape(B, -1).astype(np.float64) ** 2).sum(axis=1))
+    else:
+        num = xp.sqrt(((x - x_rec).astype(np.float64) ** 2).sum())
+        den = xp.sqrt((x.astype(np.float64) ** 2).sum())
+    if bool((den == 0).any()):
+        raise ValueError("parameter 'x' is zero (for some batch item): the ratio is undefined")
+    r = num / den
+    return r if batched else float(r)
+
