@@ -114,7 +114,7 @@ def test_two_dimensional_grid():
 
 
 # ----------------------------------------------------------------------- Dask
-def test_local_and_localcluster_give_identical_results():
+def test_local_and_localcluster_give_identical_results(tmp_path):
     distributed = pytest.importorskip("distributed")
     kw = dict(K=8, l=3, D=12, ks=[1, 3, 6], channels=[1, 2, 4], trials=8, progress=False,
               seed=3)
@@ -123,6 +123,14 @@ def test_local_and_localcluster_give_identical_results():
         assert isinstance(cluster, distributed.LocalCluster)
         remote = phase_transition(client=client, **kw)
         env = client.run(lambda: (os.getpid(), os.environ.get("MALLOC_TRIM_THRESHOLD_")))
+        # the command line on the same running scheduler (--scheduler ADDRESS)
+        args = ["phase", "--K", "8", "--l", "3", "--D", "12", "--ks", "1,3,6", "--channels",
+                "1,2,4", "--trials", "8", "--seed", "3", "--no-progress"]
+        assert main([*args, "--scheduler", cluster.scheduler_address,
+                     "--out", str(tmp_path)]) == 0
+    via_cli = PhaseTransitionResult.load(tmp_path / "phase.json")
+    assert via_cli.backend == "dask"
+    np.testing.assert_array_equal(via_cli.counts, local.counts)
     # two separate worker processes on loopback, without Dask's malloc-trim setting
     assert len({pid for pid, _ in env.values()}) == 2
     assert all(addr.startswith("tcp://127.0.0.1:") for addr in env)
@@ -164,6 +172,12 @@ def test_json_round_trip_is_exact(tmp_path):
     np.testing.assert_array_equal(back.counts, r.counts)
     np.testing.assert_array_equal(back.success, r.success)
     np.testing.assert_array_equal(back.median_error, r.median_error)
+    np.testing.assert_array_equal(back.cell_seconds, r.cell_seconds)
+    np.testing.assert_array_equal(back.cell_cpu_seconds, r.cell_cpu_seconds)
+    assert (r.cell_seconds > 0).all() and r.cell_seconds.shape == r.counts.shape
+    # records without timings (older files) still load
+    d.pop("cell_seconds"), d.pop("cell_cpu_seconds")
+    assert PhaseTransitionResult.from_dict(d).cell_seconds is None
     r.save(tmp_path / "r.json")
     np.testing.assert_array_equal(PhaseTransitionResult.load(tmp_path / "r.json").counts,
                                   r.counts)
@@ -256,6 +270,7 @@ def test_cli_writes_json_and_figure(tmp_path, capsys):
     assert (tmp_path / "phase.png").stat().st_size > 0
     out = capsys.readouterr().out
     assert "k at 50% success" in out and "phase.json" in out
+    assert "model_iht vs iht:" in out and "parallelism" in out
     ref = phase_transition(K=6, l=3, D=10, ks=[1, 2, 3], channels=[1, 3], trials=4,
                            algorithms=["model_iht", "iht"], progress=False)
     np.testing.assert_array_equal(r.counts, ref.counts)
@@ -268,6 +283,22 @@ def test_cli_bad_arguments_exit_2(tmp_path, capsys):
         main(["phase", "--ks", "one:two", "--out", str(tmp_path)])
     assert e.value.code == 2
     assert "inclusive range" in capsys.readouterr().err
+
+
+def test_cli_unreachable_scheduler_is_a_one_line_error(tmp_path, capsys):
+    pytest.importorskip("distributed")
+    assert main(["phase", "--scheduler", "nonsense", "--out", str(tmp_path)]) == 2
+    assert "cannot reach the Dask scheduler" in capsys.readouterr().err
+
+
+def test_progress_bar_shown_on_a_terminal(monkeypatch, capsys):
+    pytest.importorskip("tqdm")
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
+    phase_transition(**{**SMALL, "progress": True}, algorithms=["iht"])
+    err = capsys.readouterr().err
+    assert "phase transition" in err and "6/6" in err
+    phase_transition(**{**SMALL, "progress": False}, algorithms=["iht"])
+    assert capsys.readouterr().err == ""
 
 
 def test_int_list_parser():

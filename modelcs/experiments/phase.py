@@ -208,8 +208,9 @@ class _Cell:
     success_tol: float
 
 
-def _run_cell(cell: _Cell) -> tuple[int, float]:
-    """Number of successes and median relative error of one cell (one batched call)."""
+def _run_cell(cell: _Cell) -> tuple[int, float, float, float]:
+    """Successes, median relative error, wall and CPU seconds of one cell (one batched call)."""
+    t_wall, t_cpu = time.perf_counter(), time.process_time()
     W, Z = draw_problem(cell.K, cell.l, cell.D, cell.M, cell.k, cell.trials, cell.seed)
     X = W.T @ Z
     with warnings.catch_warnings(), np.errstate(all="ignore"):
@@ -220,7 +221,12 @@ def _run_cell(cell: _Cell) -> tuple[int, float]:
         err = np.linalg.norm((Zh - Z).reshape(B, -1), axis=1)
         rel = err / np.linalg.norm(Z.reshape(B, -1), axis=1)
     rel = np.where(np.isfinite(rel), rel, np.inf)
-    return int(np.count_nonzero(rel <= cell.success_tol)), float(np.median(rel))
+    return (
+        int(np.count_nonzero(rel <= cell.success_tol)),
+        float(np.median(rel)),
+        time.perf_counter() - t_wall,
+        time.process_time() - t_cpu,
+    )
 
 
 # -------------------------------------------------------------------------- result
@@ -236,6 +242,10 @@ class PhaseTransitionResult:
         Median relative code error per cell (``inf`` for diverged trials).
     elapsed : float
         Wall-clock seconds of the sweep; ``backend`` is ``"local"`` or ``"dask"``.
+    cell_seconds, cell_cpu_seconds : ndarray of float, same shape as ``counts``
+        Wall-clock and CPU (process) seconds each cell took where it ran: their sum is the
+        serial work, ``cell_seconds.sum() / elapsed`` the parallelism achieved.  Timings
+        are the only fields that differ between runs.
     """
 
     K: int
@@ -251,6 +261,8 @@ class PhaseTransitionResult:
     median_error: np.ndarray
     elapsed: float = 0.0
     backend: str = "local"
+    cell_seconds: np.ndarray | None = None
+    cell_cpu_seconds: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -312,6 +324,10 @@ class PhaseTransitionResult:
             ],
             "elapsed": self.elapsed,
             "backend": self.backend,
+            "cell_seconds": None if self.cell_seconds is None else self.cell_seconds.tolist(),
+            "cell_cpu_seconds": (
+                None if self.cell_cpu_seconds is None else self.cell_cpu_seconds.tolist()
+            ),
             "meta": self.meta,
         }
 
@@ -340,6 +356,8 @@ class PhaseTransitionResult:
             median_error=med.reshape(counts.shape),
             elapsed=float(d.get("elapsed", 0.0)),
             backend=str(d.get("backend", "local")),
+            cell_seconds=_opt_array(d.get("cell_seconds"), counts.shape),
+            cell_cpu_seconds=_opt_array(d.get("cell_cpu_seconds"), counts.shape),
             meta=dict(d.get("meta", {})),
         )
         expect = (len(res.algorithms), len(res.channels), len(res.ks))
@@ -414,6 +432,10 @@ class PhaseTransitionResult:
         if path is not None:
             fig.savefig(path, dpi=110)
         return fig
+
+
+def _opt_array(v: Any, shape: tuple[int, ...]) -> np.ndarray | None:
+    return None if v is None else np.asarray(v, dtype=float).reshape(shape)
 
 
 def _edges(v: np.ndarray) -> np.ndarray:
@@ -569,11 +591,16 @@ def phase_transition(
         success_tol=float(success_tol),
         counts=np.array([o[0] for o in out], dtype=np.int64).reshape(shape),
         median_error=np.array([o[1] for o in out], dtype=float).reshape(shape),
+        cell_seconds=np.array([o[2] for o in out], dtype=float).reshape(shape),
+        cell_cpu_seconds=np.array([o[3] for o in out], dtype=float).reshape(shape),
         elapsed=elapsed, backend="local" if client is None else "dask",
     )
 
 
-def _run_on_dask(client: Any, cells: list[_Cell], bar: Any) -> list[tuple[int, float]]:
+_CellOut = tuple[int, float, float, float]
+
+
+def _run_on_dask(client: Any, cells: list[_Cell], bar: Any) -> list[_CellOut]:
     """Submit one task per cell, gather in grid order (progress as tasks complete)."""
     from distributed import as_completed
 
@@ -699,7 +726,12 @@ def _with_dask(address: str | None, n_workers: int | None, kwargs: dict[str, Any
         raise ImportError("--scheduler/--local-cluster need Dask: pip install "
                           "'modelcs[dask]'") from exc
     if address is not None:
-        with Client(address) as client:
+        try:
+            client = Client(address, timeout="30s")
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot reach the Dask scheduler at --scheduler {address!r}: "
+                             f"{exc}") from exc
+        with client:
             return phase_transition(client=client, **kwargs)
     with local_cluster(check_positive_int("local_cluster", n_workers)) as cluster, \
             Client(cluster) as client:
@@ -726,5 +758,19 @@ def summary(res: PhaseTransitionResult) -> str:
             else:
                 row += f"{v:11.2f}"
         lines.append(row)
+    if res.cell_seconds is not None and res.elapsed > 0:
+        work = float(res.cell_seconds.sum())
+        cpu = float(np.nansum(res.cell_cpu_seconds)) if res.cell_cpu_seconds is not None else 0
+        lines.append(
+            f"time: {res.elapsed:.1f} s wall for {work:.1f} s of cell work ({cpu:.1f} s CPU); "
+            f"parallelism {work / res.elapsed:.2f}, slowest cell {res.cell_seconds.max():.2f} s"
+        )
+    if "model_iht" in res.algorithms and "iht" in res.algorithms:
+        d = (res.counts[res.algorithms.index("model_iht")]
+             - res.counts[res.algorithms.index("iht")])
+        lines.append(
+            f"model_iht vs iht: more successes in {int((d > 0).sum())}, equal in "
+            f"{int((d == 0).sum())}, fewer in {int((d < 0).sum())} of {d.size} cells "
+            f"(largest deficit {max(0, -int(d.min()))} of {res.trials} trials)"
+        )
     return "\n".join(lines)
-
