@@ -9,6 +9,16 @@ See ``DESIGN.md`` conventions: signals ``(M, *D)`` or ``(B, M, *D)``, filters ``
 """
 
 # Each line re-exports one public name ("X as X" marks it public for ruff and mypy).
+from .frames import crelu as crelu
+from .frames import crelu_inverse as crelu_inverse
+from .frames import crelu_pool as crelu_pool
+from .frames import frame_bounds as frame_bounds
+from .frames import pairing_cosines as pairing_cosines
+from .frames import pinv_reconstruct as pinv_reconstruct
+from .frames import reconstruction_ratio as reconstruction_ratio
+from .frames import singular_values as singular_values
+from .frames import theorem_a5_bound as theorem_a5_bound
+from .frames import theorem_c1_ratio as theorem_c1_ratio
 from .models import BlockSparse as BlockSparse
 from .models import ModelSparse as ModelSparse
 from .models import TopKSparse as TopKSparse
@@ -32,16 +42,6 @@ from .rip import estimate_delta as estimate_delta
 from .rip import rip_ratios as rip_ratios
 from .rip import theorem31_condition as theorem31_condition
 from .rip import theorem33_bound as theorem33_bound
-from .frames import crelu as crelu
-from .frames import crelu_inverse as crelu_inverse
-from .frames import crelu_pool as crelu_pool
-from .frames import frame_bounds as frame_bounds
-from .frames import pairing_cosines as pairing_cosines
-from .frames import pinv_reconstruct as pinv_reconstruct
-from .frames import reconstruction_ratio as reconstruction_ratio
-from .frames import singular_values as singular_values
-from .frames import theorem_a5_bound as theorem_a5_bound
-from .frames import theorem_c1_ratio as theorem_c1_ratio
 
 # -- end of public imports --
 
