@@ -9,6 +9,7 @@ See ``DESIGN.md`` conventions: signals ``(M, *D)`` or ``(B, M, *D)``, filters ``
 """
 
 # Each line re-exports one public name ("X as X" marks it public for ruff and mypy).
+from .experiments.phase import phase_transition as phase_transition
 from .frames import crelu as crelu
 from .frames import crelu_inverse as crelu_inverse
 from .frames import crelu_pool as crelu_pool
