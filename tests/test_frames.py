@@ -1,0 +1,551 @@
+"""Tests for modelcs.frames: CReLU, spectra, frame bounds, pseudoinverse reconstruction.
+
+References are independent: the explicit-loop dense matrix of tests/reference.py, dense
+SVD / eigvalsh / pinv, and Python loops for pooling and pairing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference import dense_conv_matrix
+
+from modelcs import (
+    ConvOperator,
+    crelu,
+    crelu_inverse,
+    crelu_pool,
+    frame_bounds,
+    pairing_cosines,
+    pinv_reconstruct,
+    reconstruction_ratio,
+    singular_values,
+    theorem_a5_bound,
+    theorem_c1_ratio,
+)
+from modelcs.frames.pinv import ConvergenceWarning
+
+
+def dense(W):
+    A, _ = dense_conv_matrix(
+        W.filters, W.input_spatial, stride=W.stride, padding=W.padding, groups=W.groups
+    )
+    return A
+
+
+# ------------------------------------------------------------------------------- CReLU
+def test_crelu_layout_and_inverse(rng):
+    h = rng.standard_normal((3, 5, 4))
+    c = crelu(h)
+    assert c.shape == (6, 5, 4)
+    np.testing.assert_array_equal(c[:3], np.maximum(h, 0))
+    np.testing.assert_array_equal(c[3:], np.maximum(-h, 0))
+    np.testing.assert_array_equal(crelu_inverse(c), h)
+    hb = rng.standard_normal((2, 3, 7))
+    cb = crelu(hb, axis=1)
+    assert cb.shape == (2, 6, 7)
+    np.testing.assert_array_equal(cb[1], crelu(hb[1]))
+    np.testing.assert_array_equal(crelu_inverse(cb, axis=1), hb)
+    assert crelu(np.array([[1, -2]])).dtype == np.float64
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(-1e6, 1e6), min_size=2, max_size=12), st.integers(1, 2))
+def test_crelu_roundtrip_property(vals, K):
+    h = np.array(vals[: (len(vals) // K) * K]).reshape(K, -1)
+    c = crelu(h)
+    assert (c >= 0).all()
+    assert not ((c[:K] > 0) & (c[K:] > 0)).any()
+    np.testing.assert_array_equal(crelu_inverse(c), h)
+
+
+@pytest.mark.parametrize(
+    "c, msg",
+    [
+        (np.ones((3, 4)), "even number"),
+        (-np.ones((2, 4)), "negative"),
+        (np.ones((2, 4)), "positive in both"),
+        (np.array([[np.nan], [0.0]]), "non-finite"),
+    ],
+)
+def test_crelu_inverse_rejects_non_crelu_output(c, msg):
+    with pytest.raises(ValueError, match=msg):
+        crelu_inverse(c)
+
+
+def test_crelu_bad_inputs():
+    with pytest.raises(TypeError, match="'h'"):
+        crelu(np.array(["a"]))
+    with pytest.raises(ValueError, match="'axis'"):
+        crelu(np.ones((2, 3)), axis=2)
+    with pytest.raises(TypeError, match="'axis'"):
+        crelu(np.ones((2, 3)), axis=0.5)
+    with pytest.raises(ValueError, match="non-finite"):
+        crelu(np.array([np.inf]))
+    with pytest.raises(TypeError, match="'c'"):
+        crelu_inverse(np.ones((2, 2), dtype=complex))
+
+
+# ------------------------------------------------------------------------- crelu_pool
+def _pool_reference(h, pool, stride):
+    """Loops: per filter, phase and window, the max and its flat position."""
+    K, n = h.shape[0], h.shape[1:]
+    p = tuple((n[a] - pool[a]) // stride[a] + 1 for a in range(len(n)))
+    feats = np.zeros((2 * K, *p))
+    sw = -np.ones((2 * K, *p), dtype=int)
+    for k, ph in itertools.product(range(K), range(2)):
+        s = 1.0 if ph == 0 else -1.0
+        for pi in itertools.product(*[range(q) for q in p]):
+            best, arg = -np.inf, None
+            for off in itertools.product(*[range(q) for q in pool]):
+                pos = tuple(pi[a] * stride[a] + off[a] for a in range(len(n)))
+                if s * h[(k, *pos)] > best:
+                    best, arg = s * h[(k, *pos)], np.ravel_multi_index(pos, n)
+            if best > 0:
+                feats[(ph * K + k, *pi)] = best
+                sw[(ph * K + k, *pi)] = arg
+    return feats, sw
+
+
+@pytest.mark.parametrize(
+    "K, M, l, D, pool, stride",
+    [
+        (3, 2, 3, 12, None, None),
+        (3, 2, 3, 13, 3, 2),
+        (2, 2, (2, 3), (8, 9), (2, 2), None),
+        (2, 1, (3, 3), (9, 9), None, None),
+    ],
+)
+def test_crelu_pool_against_loops(rng, K, M, l, D, pool, stride):
+    W = ConvOperator.random(K, M, l, D, seed=4)
+    x = rng.standard_normal((3, *W.in_shape))
+    p = crelu_pool(W, x, pool=pool, stride=stride)
+    n = W.out_shape[1:]
+    pl = n if pool is None else ((pool,) * len(n) if isinstance(pool, int) else pool)
+    sd = pl if stride is None else ((stride,) * len(n) if isinstance(stride, int) else stride)
+    for b in range(3):
+        h = W @ x[b]
+        f, s = _pool_reference(h, pl, sd)
+        np.testing.assert_allclose(p.features[b], f, rtol=1e-13, atol=1e-14)
+        np.testing.assert_array_equal(p.switches[b], s)
+        # the code is the linear response at the switches and zero elsewhere
+        np.testing.assert_allclose(p.code[b][p.support[b]], h[p.support[b]], rtol=1e-13)
+        assert (p.code[b][~p.support[b]] == 0).all()
+        chans = np.nonzero(s.reshape(2 * K, -1) >= 0)
+        expected = {(int(c) % K, int(v)) for c, v in
+                    zip(chans[0], s.reshape(2 * K, -1)[chans], strict=True)}
+        got = np.nonzero(p.support[b].reshape(K, -1))
+        assert {(int(k), int(q)) for k, q in zip(*got, strict=True)} == expected
+    single = crelu_pool(W, x[0], pool=pool, stride=stride)
+    np.testing.assert_allclose(single.features, p.features[0], rtol=1e-13)
+
+
+def test_crelu_pool_bad_inputs(rng):
+    W = ConvOperator.random(2, 2, 3, 10, seed=0)
+    x = rng.standard_normal((2, 10))
+    with pytest.raises(TypeError, match="'W'"):
+        crelu_pool(np.eye(3), x)
+    with pytest.raises(ValueError, match="'x' has shape"):
+        crelu_pool(W, x[:, :5])
+    with pytest.raises(ValueError, match="'pool'"):
+        crelu_pool(W, x, pool=9)
+    with pytest.raises(ValueError, match="'stride' needs 'pool'"):
+        crelu_pool(W, x, stride=2)
+    with pytest.raises(ValueError, match="'pool'"):
+        crelu_pool(W, x, pool=0)
+    with pytest.raises(ValueError, match="non-finite"):
+        crelu_pool(W, np.full((2, 10), np.nan))
+
+
+# --------------------------------------------------------------------- singular values
+CIRCULAR_CASES = [
+    # K, M, l, D, stride, groups
+    (3, 2, 3, 8, 1, 1),
+    (2, 3, 4, 9, 1, 1),
+    (2, 4, (2, 3), (6, 7), 1, 1),
+    (3, 2, (3, 3), (6, 8), 1, 1),
+    (4, 4, 3, 9, 1, 2),
+    (3, 2, 3, 12, 2, 1),
+    (2, 3, (3, 2), (8, 6), (2, 3), 1),
+    (5, 2, 4, 10, 2, 1),
+]
+
+
+@pytest.mark.parametrize("K, M, l, D, t, g", CIRCULAR_CASES)
+@pytest.mark.parametrize("method", ["fft", "fft-gram"])
+def test_circular_singular_values_equal_dense_svd(K, M, l, D, t, g, method):
+    W = ConvOperator.random(K, M, l, D, stride=t, padding="circular", groups=g, seed=K + M)
+    sd = np.linalg.svd(dense(W), compute_uv=False)
+    s = singular_values(W, method=method)
+    assert s.size == min(dense(W).shape)
+    rtol = 1e-10 if method == "fft" else 1e-8
+    assert np.abs(s - sd).max() <= rtol * sd[0]
+    assert (np.diff(s) <= 0).all()
+    np.testing.assert_allclose(singular_values(W, k=2, which="largest"), sd[:2], rtol=1e-10)
+    np.testing.assert_allclose(
+        singular_values(W, k=2, which="smallest"), sd[-2:], rtol=1e-8, atol=1e-12 * sd[0]
+    )
+
+
+def test_circular_float32_filters_use_exact_spectrum():
+    W = ConvOperator.random(3, 3, 3, (5, 6), padding="circular", seed=0, dtype=np.float32)
+    sd = np.linalg.svd(dense(W), compute_uv=False)
+    np.testing.assert_allclose(singular_values(W), sd, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "K, M, l, D, t, pad",
+    [(4, 3, 3, (9, 8), 2, "valid"), (3, 2, 3, 20, 1, "same"), (5, 2, 4, 23, 3, "valid"),
+     (3, 2, 3, 10, 2, "circular")],  # circular too: the iterative method is generic
+)
+def test_iterative_extreme_singular_values(K, M, l, D, t, pad):
+    W = ConvOperator.random(K, M, l, D, stride=t, padding=pad, seed=7)
+    sd = np.linalg.svd(dense(W), compute_uv=False)
+    s = singular_values(W, k=2, which="both", method="iterative")
+    np.testing.assert_allclose(s, np.concatenate([sd[:2], sd[-2:]]), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(singular_values(W, k=3, which="largest", method="dense"), sd[:3])
+
+
+def test_auto_uses_iterative_when_stride_does_not_divide():
+    W = ConvOperator.random(3, 2, 3, 11, stride=2, padding="circular", seed=1)
+    with pytest.raises(ValueError, match="'k' is required"):
+        singular_values(W)
+    sd = np.linalg.svd(dense(W), compute_uv=False)
+    np.testing.assert_allclose(singular_values(W, k=1, which="largest"), sd[:1], rtol=1e-8)
+
+
+def test_dense_matrix_input(rng):
+    A = rng.standard_normal((7, 5))
+    np.testing.assert_allclose(singular_values(A), np.linalg.svd(A, compute_uv=False))
+
+
+def test_singular_values_bad_inputs():
+    Wv = ConvOperator.random(3, 2, 3, 10, seed=0)
+    with pytest.raises(ValueError, match="padding='circular'"):
+        singular_values(Wv, method="fft")
+    with pytest.raises(ValueError, match="'k' is required"):
+        singular_values(Wv)
+    with pytest.raises(ValueError, match="'which'"):
+        singular_values(Wv, k=1, which="middle")
+    with pytest.raises(ValueError, match="'method'"):
+        singular_values(Wv, method="magic")
+    with pytest.raises(ValueError, match="'k'"):
+        singular_values(Wv, k=0)
+    with pytest.raises(ValueError, match="'k'=20 is too large"):
+        singular_values(Wv, k=20)
+    with pytest.raises(ValueError, match="'tol'"):
+        singular_values(Wv, k=1, tol=2.0)
+    with pytest.raises(TypeError, match="'W'"):
+        singular_values("W")
+    with pytest.raises(ValueError, match="2-D matrix"):
+        singular_values(np.ones((2, 2, 2)))
+    with pytest.raises(ValueError, match="non-finite"):
+        singular_values(np.array([[np.nan, 1.0]]))
+
+
+# ------------------------------------------------------------------------ frame bounds
+def _dense_bounds(A):
+    ev = np.linalg.eigvalsh(A.T @ A)
+    return ev[ev > 1e-9 * ev.max()].min(), ev.max()
+
+
+@pytest.mark.parametrize(
+    "K, M, l, D, t, pad, method",
+    [
+        (3, 2, 3, 8, 1, "circular", "auto"),
+        (2, 3, (2, 3), (6, 7), 1, "circular", "auto"),
+        (3, 2, 3, 12, 2, "circular", "auto"),
+        (4, 3, 3, 10, 1, "valid", "iterative"),   # Kn > MD: W^T W nonsingular
+        (2, 3, 3, 12, 1, "valid", "iterative"),   # Kn < MD: null space, W W^T used
+        (3, 2, (3, 3), (7, 6), 2, "same", "iterative"),
+        (2, 3, 3, 12, 1, "valid", "dense"),
+    ],
+)
+def test_frame_bounds_equal_dense_eigenvalues(K, M, l, D, t, pad, method):
+    W = ConvOperator.random(K, M, l, D, stride=t, padding=pad, seed=11)
+    lo, hi = frame_bounds(W, method=method)
+    dlo, dhi = _dense_bounds(dense(W))
+    assert abs(lo - dlo) <= 1e-8 * dlo and abs(hi - dhi) <= 1e-8 * dhi
+
+
+def test_frame_bounds_tight_frame_and_rank_deficiency():
+    # one filter = delta: circular shifts form an orthonormal basis (tight frame A = B = 1)
+    w = np.zeros((1, 1, 3))
+    w[0, 0, 0] = 1.0
+    lo, hi = frame_bounds(ConvOperator(w, 8, padding="circular"))
+    assert lo == pytest.approx(1.0, abs=1e-14) and hi == pytest.approx(1.0, abs=1e-14)
+    # filter (1, -1): circular shifts are orthogonal to constants (rank D-1); the zero is
+    # excluded by the rank tolerance and the lower bound is the smallest nonzero eigenvalue
+    w = np.array([[[1.0, -1.0]]])
+    W = ConvOperator(w, 8, padding="circular")
+    lo, hi = frame_bounds(W)
+    f = np.arange(8) / 8
+    ev = np.abs(1 - np.exp(2j * np.pi * f)) ** 2
+    assert lo == pytest.approx(ev[ev > 1e-12].min(), rel=1e-12)
+    assert hi == pytest.approx(4.0, rel=1e-12)
+
+
+def test_frame_bounds_bad_inputs():
+    W = ConvOperator.random(2, 3, 3, 12, seed=0)
+    with pytest.raises(ValueError, match="identically zero"):
+        frame_bounds(ConvOperator(np.zeros((1, 1, 3)), 6, padding="circular"))
+    with pytest.raises(ValueError, match="'rtol'"):
+        frame_bounds(W, rtol=-1.0)
+    with pytest.raises(ValueError, match="'method'"):
+        frame_bounds(W, method="nope")
+    with pytest.raises(TypeError, match="'k'"):
+        frame_bounds(W, k=1.5)
+    # a Gram operator with a null space of dimension >= k: all k smallest are zero
+    w = np.zeros((3, 1, 3))
+    w[:, 0, 0] = [1.0, 2.0, 3.0]  # three proportional filters: W W^T has a big null space
+    Wd = ConvOperator(w, 10)
+    with pytest.raises(ValueError, match="increase k"):
+        frame_bounds(Wd, method="iterative", k=2)
+
+
+# ---------------------------------------------------------- pseudoinverse reconstruction
+@pytest.mark.parametrize(
+    "K, M, l, D, t, pad",
+    [
+        (2, 3, 3, 12, 1, "valid"),
+        (3, 2, 4, 15, 2, "valid"),
+        (2, 3, (3, 3), (7, 6), 1, "valid"),
+        (2, 4, (3, 2), (6, 6), (2, 1), "same"),
+        (2, 3, 3, 9, 1, "circular"),
+    ],
+)
+def test_proposition_2_1_projection_onto_row_space(rng, K, M, l, D, t, pad):
+    W = ConvOperator.random(K, M, l, D, stride=t, padding=pad, seed=5)
+    A = dense(W)
+    P = np.linalg.pinv(A) @ A  # orthogonal projector onto the row space of W
+    assert np.linalg.matrix_rank(A) < A.shape[1]  # a proper subspace: the test has teeth
+    x = rng.standard_normal((4, *W.in_shape))
+    xr = pinv_reconstruct(W, crelu_inverse(crelu(W @ x, axis=1), axis=1))
+    err = np.abs(xr.reshape(4, -1) - x.reshape(4, -1) @ P.T).max()
+    assert err <= 1e-8 * np.abs(x).max()
+    x1 = pinv_reconstruct(W, crelu_inverse(crelu(W @ x[0])))
+    np.testing.assert_allclose(x1, xr[0], atol=1e-10)
+
+
+def test_pinv_reconstruct_float32(rng):
+    W = ConvOperator.random(2, 3, 3, 12, seed=5, dtype=np.float32)
+    A = dense(W)
+    x = rng.standard_normal((3, 12)).astype(np.float32)
+    xr = pinv_reconstruct(W, W @ x)
+    assert xr.dtype == np.float32
+    np.testing.assert_allclose(xr.ravel(), np.linalg.pinv(A) @ A @ x.ravel(), atol=2e-4)
+
+
+def test_pinv_reconstruct_inconsistent_least_squares(rng):
+    """Kn > MD and h not in range(W): the minimum-norm least-squares solution (pinv h)."""
+    W = ConvOperator.random(4, 2, 3, 10, seed=8)
+    h = rng.standard_normal(W.out_shape)
+    xr = pinv_reconstruct(W, h)
+    np.testing.assert_allclose(xr.ravel(), np.linalg.pinv(dense(W)) @ h.ravel(), atol=1e-9)
+
+
+def test_algorithm2_matches_dense_restricted_pinv(rng):
+    W = ConvOperator.random(3, 2, (3, 3), (8, 7), seed=9)
+    x = rng.standard_normal((5, *W.in_shape))
+    p = crelu_pool(W, x, pool=2)
+    xr = pinv_reconstruct(W, p.code, support=p.support)
+    A = dense(W)
+    for b in range(5):
+        S = p.support[b].ravel()
+        ref = np.linalg.pinv(A[S]) @ (A[S] @ x[b].ravel())
+        np.testing.assert_allclose(xr[b].ravel(), ref, atol=1e-9)
+    # a shared support broadcasts over the batch
+    xs = pinv_reconstruct(W, p.code, support=p.support[0])
+    S = p.support[0].ravel()
+    np.testing.assert_allclose(
+        xs[1].ravel(), np.linalg.pinv(A[S]) @ (p.code[1].ravel()[S]), atol=1e-9
+    )
+
+
+def _s1_coefficients(rng, B, K, n, p_active=0.6):
+    """Coefficients satisfying (S1): at most one nonzero shift per filter (global pool)."""
+    act = rng.random((B, K)) < p_active
+    act[:, 0] = True
+    shift = rng.integers(0, n, (B, K))
+    c = np.zeros((B, K, n))
+    b, k = np.nonzero(act)
+    c[b, k, shift[b, k]] = rng.standard_normal(b.size)
+    return c
+
+
+def test_algorithm2_and_theorem_a5_on_1000_random_cases():
+    rng = np.random.default_rng(2024)
+    worst, informative, exact = 0.0, 0, 0
+    for seed, (K, M, l, D) in enumerate([(4, 2, 3, 12), (3, 3, 4, 11), (6, 2, 3, 16),
+                                         (2, 1, 5, 14)]):
+        W = ConvOperator.random(K, M, l, D, normalized=True, seed=seed)
+        c = _s1_coefficients(rng, 250, K, W.out_shape[1])
+        x = W.T @ c
+        p = crelu_pool(W, x)
+        xr = pinv_reconstruct(W, p.code, support=p.support)
+        r = reconstruction_ratio(x, xr, batched=True)
+        bound = theorem_a5_bound(W, c)
+        assert (r <= bound * (1 + 1e-9) + 1e-9).all()
+        worst = max(worst, float((r - bound).max()))
+        informative += int((bound < 1).sum())
+        exact += int((r < 1e-8).sum())
+    assert informative > 100  # the bound is not always vacuous in these cases
+    assert exact > 100  # and many inputs are recovered exactly
+
+
+def test_algorithm2_single_generating_shift_is_recovered_exactly(rng):
+    W = ConvOperator.random(3, 2, 3, 12, seed=1)
+    c = np.zeros(W.out_shape)
+    c[1, 4] = -2.0  # one shifted filter: its own response is the largest by Cauchy-Schwarz
+    x = W.T @ c
+    p = crelu_pool(W, x)
+    xr = pinv_reconstruct(W, p.code, support=p.support)
+    assert reconstruction_ratio(x, xr) < 1e-10
+    assert theorem_a5_bound(W, c) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_theorem_a5_windowed_pooling():
+    rng = np.random.default_rng(5)
+    W = ConvOperator.random(3, 2, 3, 14, normalized=True, seed=3)  # n = 12, 3 windows of 4
+    c = np.zeros((200, 3, 12))
+    for w0 in range(0, 12, 4):
+        act = rng.random((200, 3)) < 0.5
+        b, k = np.nonzero(act)
+        c[b, k, w0 + rng.integers(0, 4, b.size)] = rng.standard_normal(b.size)
+    c[:, 0, 0] += (np.abs(c).sum(axis=(1, 2)) == 0)  # no all-zero item
+    x = W.T @ c
+    p = crelu_pool(W, x, pool=4)
+    r = reconstruction_ratio(x, pinv_reconstruct(W, p.code, support=p.support), batched=True)
+    bound, lmin, ltmax = theorem_a5_bound(W, c, pool=4, full=True)
+    assert (r <= bound * (1 + 1e-9) + 1e-9).all()
+    assert (lmin > 0).all() and (ltmax > 0).all()
+
+
+def test_pinv_reconstruct_bad_inputs(rng):
+    W = ConvOperator.random(2, 3, 3, 12, seed=0)
+    h = W @ rng.standard_normal((3, 12))
+    with pytest.raises(TypeError, match="'W'"):
+        pinv_reconstruct(np.eye(3), h)
+    with pytest.raises(ValueError, match="'h' has shape"):
+        pinv_reconstruct(W, h[:, :3])
+    with pytest.raises(ValueError, match="non-finite"):
+        pinv_reconstruct(W, np.full_like(h, np.inf))
+    with pytest.raises(TypeError, match="'support' must be a boolean"):
+        pinv_reconstruct(W, h, support=np.ones(h.shape))
+    with pytest.raises(ValueError, match="'support' has shape"):
+        pinv_reconstruct(W, h, support=np.ones((2, 3), dtype=bool))
+    with pytest.raises(ValueError, match="'tol'"):
+        pinv_reconstruct(W, h, tol=0.0)
+    with pytest.raises(ValueError, match="'maxiter'"):
+        pinv_reconstruct(W, h, maxiter=0)
+    with pytest.raises(TypeError, match="'h'"):
+        pinv_reconstruct(W, h.astype(complex))
+    with pytest.warns(ConvergenceWarning, match="did not reach"):
+        pinv_reconstruct(W, h, maxiter=1)
+
+
+def test_pinv_reconstruct_zero_rhs():
+    W = ConvOperator.random(2, 3, 3, 12, seed=0)
+    assert (pinv_reconstruct(W, np.zeros(W.out_shape)) == 0).all()
+
+
+def test_reconstruction_ratio_values_and_errors(rng):
+    x = rng.standard_normal((3, 4, 5))
+    xr = x * 0.5
+    np.testing.assert_allclose(reconstruction_ratio(x, xr, batched=True), [0.5] * 3)
+    assert reconstruction_ratio(x, xr) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="same shape"):
+        reconstruction_ratio(x, xr[0])
+    with pytest.raises(ValueError, match="is zero"):
+        reconstruction_ratio(np.zeros(3), np.ones(3))
+    with pytest.raises(ValueError, match="batch axis"):
+        reconstruction_ratio(np.ones(3), np.ones(3), batched=True)
+    with pytest.raises(TypeError, match="'x'"):
+        reconstruction_ratio([1.0], np.ones(1))
+    with pytest.raises(ValueError, match="non-finite"):
+        reconstruction_ratio(np.ones(2), np.array([1.0, np.nan]))
+
+
+def test_theorem_a5_bad_inputs():
+    W = ConvOperator.random(2, 2, 3, 10, seed=0)
+    c = np.zeros(W.out_shape)
+    with pytest.raises(ValueError, match="is zero"):
+        theorem_a5_bound(W, c)
+    c[0, 1] = c[0, 5] = 1.0
+    with pytest.raises(ValueError, match=r"violates assumption \(S1\)"):
+        theorem_a5_bound(W, c)
+    c[0, 5] = 0
+    with pytest.raises(ValueError, match="non-overlapping"):
+        theorem_a5_bound(W, c, pool=4, stride=2)
+    with pytest.raises(ValueError, match="outside every pooling region"):
+        c2 = np.zeros(W.out_shape)
+        c2[0, 7] = 1.0
+        theorem_a5_bound(W, c2, pool=3)  # windows cover shifts 0..5 only
+    with pytest.raises(ValueError, match="'coef' has shape"):
+        theorem_a5_bound(W, c[:, :3])
+    with pytest.raises(TypeError, match="'W'"):
+        theorem_a5_bound(np.eye(2), c)
+    with pytest.raises(ValueError, match="non-finite"):
+        theorem_a5_bound(W, np.full(W.out_shape, np.nan))
+
+
+# ------------------------------------------------------------------------ Theorem C.1
+def test_theorem_c1_monte_carlo_within_three_standard_errors():
+    rng = np.random.default_rng(77)
+    T = 20000
+    for D, Ds in [(6, 2), (20, 5), (40, 37)]:
+        x = rng.standard_normal((T, D))
+        Q, _ = np.linalg.qr(rng.standard_normal((T, D, Ds)))  # random Ds-dim subspaces
+        xs = np.einsum("tij,tj->ti", Q, np.einsum("tji,tj->ti", Q, x))
+        ratio = np.linalg.norm(xs, axis=1) / np.linalg.norm(x, axis=1)
+        se, se2 = ratio.std(ddof=1) / math.sqrt(T), (ratio**2).std(ddof=1) / math.sqrt(T)
+        # the proof's identity for the squared ratio, and the exact mean of the ratio
+        assert abs((ratio**2).mean() - Ds / D) <= 3 * se2
+        assert abs(ratio.mean() - theorem_c1_ratio(D, Ds, exact=True)) <= 3 * se
+        # sqrt(Ds/D) is Jensen's upper bound of the mean, not the mean, at small D
+        if D == 6:
+            assert theorem_c1_ratio(D, Ds) - ratio.mean() > 10 * se
+
+
+def test_theorem_c1_values_and_errors():
+    assert theorem_c1_ratio(1200, 1152) == pytest.approx(math.sqrt(0.96))
+    assert theorem_c1_ratio(5, 5, exact=True) == 1.0 and theorem_c1_ratio(5, 0) == 0.0
+    assert theorem_c1_ratio(10**6, 10**5, exact=True) == pytest.approx(math.sqrt(0.1), rel=1e-5)
+    with pytest.raises(ValueError, match="'Ds'"):
+        theorem_c1_ratio(5, 6)
+    with pytest.raises(ValueError, match="'D'"):
+        theorem_c1_ratio(0, 0)
+    with pytest.raises(TypeError, match="'D'"):
+        theorem_c1_ratio(5.0, 2)
+
+
+# ------------------------------------------------------------------------------ pairing
+def test_pairing_cosines_against_loops(rng):
+    w = rng.standard_normal((7, 3, 2, 2))
+    mu, idx = pairing_cosines(w, return_index=True)
+    for i in range(7):
+        best = min(
+            (float(np.vdot(w[i], w[j]) / np.linalg.norm(w[i]) / np.linalg.norm(w[j])), j)
+            for j in range(7) if j != i
+        )
+        assert mu[i] == pytest.approx(best[0], abs=1e-14) and idx[i] == best[1]
+    W = ConvOperator(w, (5, 5))
+    np.testing.assert_allclose(pairing_cosines(W), mu)
+    pair = np.stack([w[0], -2 * w[0]])
+    np.testing.assert_allclose(pairing_cosines(pair), [-1.0, -1.0])
+
+
+def test_pairing_cosines_bad_inputs():
+    with pytest.raises(ValueError, match="K >= 2"):
+        pairing_cosines(np.ones((1, 3)))
+    with pytest.raises(ValueError, match="zero filter"):
+        pairing_cosines(np.array([[1.0, 0.0], [0.0, 0.0]]))
+    with pytest.raises(TypeError, match="'filters'"):
+        pairing_cosines(np.array([["a"], ["b"]]))
+    with pytest.raises(ValueError, match="non-finite"):
+        pairing_cosines(np.array([[1.0, np.nan], [0.0, 1.0]]))
