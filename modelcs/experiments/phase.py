@@ -411,11 +411,11 @@ class PhaseTransitionResult:
             tk = self.transition_k(name)
             censored = self.success[a, :, -1] >= 0.5  # never below 50%: k_50 > ks[-1]
             col = colors[a % len(colors)]
+            x = np.where(censored, ks[-1] + 0.3 + 0.25 * a, tk)
+            ax.plot(x, ch, "-", color=col, label=name)
             ok = ~censored & np.isfinite(tk)
-            ax.plot(tk[ok], ch[ok], "o-", color=col, label=name)
-            if censored.any():
-                ax.plot(np.full(censored.sum(), ks[-1] + 0.3 + 0.25 * a), ch[censored], ">",
-                        color=col, markerfacecolor="none")
+            ax.plot(x[ok], ch[ok], "o", color=col)
+            ax.plot(x[censored], ch[censored], ">", color=col, markerfacecolor="none")
         ax.axvline(ks[-1], color="0.6", lw=0.8, ls=":")
         ax.text(ks[-1], ch[0], "open: beyond grid ", fontsize=7, color="0.4", va="bottom",
                 ha="right")
