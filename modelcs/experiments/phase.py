@@ -653,23 +653,27 @@ def register(subparsers: Any) -> None:
         "sparsities k and input channels M. Writes phase.json and phase.png to --out.",
     )
     p.add_argument("--K", type=int, default=g["K"], help="number of filters (default %(default)s)")
-    p.add_argument("--l", type=_shape_arg, default=g["l"], help="filter size, int or AxB")
-    p.add_argument("--D", type=_shape_arg, default=g["D"], help="input size, int or AxB")
+    p.add_argument("--l", type=_shape_arg, default=g["l"],
+                   help="filter size, int or AxB (default %(default)s)")
+    p.add_argument("--D", type=_shape_arg, default=g["D"],
+                   help="input size, int or AxB (default %(default)s)")
     p.add_argument("--ks", type=_int_list, default=list(g["ks"]),
-                   help="sparsities, e.g. '1:16' (inclusive) or '1,2,4'")
+                   help="sparsities, e.g. '1:16' (inclusive range) or '1,2,4' (default 1:16)")
     p.add_argument("--channels", type=_int_list, default=list(g["channels"]),
-                   help="input channel counts, e.g. '2,3,4,6,8,12'")
+                   help="input channel counts (default 2,3,4,5,6)")
     p.add_argument("--algorithms", default=",".join(ALGORITHMS),
                    help=f"comma-separated subset of {','.join(ALGORITHMS)}")
     p.add_argument("--trials", type=int, default=100, help="codes per cell (default 100)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--success-tol", type=float, default=1e-4)
+    p.add_argument("--seed", type=int, default=0, help="root seed (default 0)")
+    p.add_argument("--success-tol", type=float, default=1e-4,
+                   help="relative code error counted as success (default 1e-4)")
     grp = p.add_mutually_exclusive_group()
     grp.add_argument("--scheduler", metavar="ADDRESS", default=None,
                      help="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786")
     grp.add_argument("--local-cluster", metavar="N", type=int, default=None,
                      help="start a dask LocalCluster with N single-threaded worker processes")
-    p.add_argument("--out", default="phase-output", help="output directory")
+    p.add_argument("--out", default="phase-output",
+                   help="output directory for phase.json and phase.png (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_main)
 
