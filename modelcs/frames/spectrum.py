@@ -11,9 +11,10 @@ Methods
     ``h[k, i] = sum_{m, j} w[k, m, j] x[m, (i + j) mod D]`` the unitary DFT turns ``W`` into
     a block-diagonal matrix with one ``K x M`` block ``conj(w_hat[:, :, f])`` per frequency
     ``f`` (Sedghi, Gupta & Long 2018).  Real filters give ``w_hat[-f] = conj(w_hat[f])``
-    (same singular values), so only the ``rfftn`` half-spectrum is decomposed (batched SVD)
-    and frequencies whose conjugate is not in that half are counted twice (the DC and, for
-    even sizes, Nyquist planes of the last axis once).  Strided circular operators whose
+    (same singular values), so only one frequency of each conjugate pair is decomposed
+    (batched SVD over the ``rfftn`` half-spectrum, minus the duplicate pairs inside its DC
+    and, for even sizes, Nyquist planes) and counted twice; self-conjugate frequencies
+    once.  Strided circular operators whose
     stride divides ``D`` are first rewritten exactly as stride-1 operators on the polyphase
     components of ``x`` (``M * t`` channels, ``ceil(l / t)`` taps).  Groups give
     block-diagonal per-frequency matrices, decomposed group by group.
@@ -75,6 +76,31 @@ def _polyphase_filters(W: ConvOperator) -> tuple[np.ndarray, tuple[int, ...], in
     return wp, tuple(Da // ta for Da, ta in zip(D, t, strict=True)), W.groups
 
 
+def _unique_frequencies(
+    wf: np.ndarray, D: tuple[int, ...], g: int, Kg: int, Mg: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frequency blocks ``(g * nU, Kg, Mg)`` for one frequency of each conjugate pair.
+
+    In the ``rfftn`` half-spectrum a frequency whose last index is neither 0 nor ``D/2``
+    has its conjugate outside the half (multiplicity 2).  On the last-axis planes 0 and
+    ``D/2`` both members of a conjugate pair are present: keep one (multiplicity 2), or the
+    frequency itself when it is self-conjugate (multiplicity 1).
+    """
+    F = wf.shape[2:]
+    idx = np.indices(F).reshape(len(F), -1)
+    conj = np.stack([(-idx[a]) % D[a] for a in range(len(F))])
+    in_half = conj[-1] < F[-1]
+    flat = np.ravel_multi_index(tuple(idx), F)
+    conj_flat = np.where(in_half, np.ravel_multi_index(
+        tuple(np.where(in_half, conj, 0)), F), -1)
+    keep = ~in_half | (flat <= conj_flat)
+    mult = np.where(in_half & (flat == conj_flat), 1, 2)[keep]
+    A: np.ndarray = np.ascontiguousarray(
+        wf.reshape(g, Kg, Mg, -1)[..., keep].transpose(0, 3, 1, 2)  # (g, nU, Kg, Mg)
+    ).reshape(-1, Kg, Mg)
+    return A, mult
+
+
 def _fft_singular_values(W: ConvOperator, gram: bool) -> np.ndarray:
     """All ``min(K, M) * prod(D)`` singular values (descending) of a circular operator."""
     w, D, g = _polyphase_filters(W)
@@ -83,16 +109,7 @@ def _fft_singular_values(W: ConvOperator, gram: bool) -> np.ndarray:
     d = len(D)
     axes = tuple(range(2, 2 + d))
     wf = np.fft.rfftn(w, s=D, axes=axes)  # (K, Mg, *F)
-    F = wf.shape[2:]
-    # multiplicity of each half-spectrum frequency: 2 unless its conjugate is also in the half
-    last = np.full(F[-1], 2, dtype=np.int64)
-    last[0] = 1
-    if D[-1] % 2 == 0:
-        last[-1] = 1
-    mult = np.broadcast_to(last, F).reshape(-1)
-    A: np.ndarray = np.ascontiguousarray(
-        wf.reshape(g, Kg, Mg, -1).transpose(0, 3, 1, 2)  # (g, nF, Kg, Mg)
-    ).reshape(-1, Kg, Mg)
+    A, mult = _unique_frequencies(wf, D, g, Kg, Mg)
     if gram:
         if Kg <= Mg:
             G = A @ np.conj(A.transpose(0, 2, 1))
