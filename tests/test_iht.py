@@ -327,3 +327,22 @@ def test_sparse_synthesis_equals_operator(K, M, l, D, stride, padding, dtype):
         np.testing.assert_allclose(_sparse_synthesis(W, Z), ref, atol=1e-5)
     dense = np.random.default_rng(0).standard_normal(Z.shape)  # dense codes: operator path
     np.testing.assert_allclose(_synth(W.T, dense), W.T @ dense, atol=1e-12)
+
+
+class Identity(LinearOperator):
+    """Operator that hands back its input array itself (allowed by the protocol)."""
+
+    def _forward(self, x):
+        return x
+
+    def _adjoint(self, y):
+        return y
+
+
+def test_iht_never_modifies_y_even_if_operator_returns_its_input():
+    Phi = Identity((4, 6), (4, 6), np.float64)
+    Y = np.random.default_rng(0).standard_normal((3, 4, 6))
+    Y0 = Y.copy()
+    res = iht(Phi, Y, ModelSparse(2), max_iter=5)
+    np.testing.assert_array_equal(Y, Y0)
+    np.testing.assert_array_equal(res.z, ModelSparse(2).project(Y0, batched=True))

@@ -346,7 +346,12 @@ def iht(
             break
         g = Phi.T @ st.r
         if mu is not None:
-            z_new = project(st.z + mu * g)
+            if xp.may_share_memory(g, st.r) or xp.may_share_memory(g, st.y):
+                g = g.copy()  # an operator may hand back its input; never modify y
+            if mu != 1.0:
+                g *= mu
+            g += st.z  # saves two temporaries per iteration
+            z_new = project(g)
             r_new = st.y - _synth(Phi, z_new)
         else:
             z_new, r_new = _niht_step(Phi, project, st, g, zero_start and it == 1, xp)
