@@ -412,8 +412,13 @@ class ConvOperator(LinearOperator):
         direct = 2.0 * L * N
         # complex multiply-add (8 real flops) times the measured overhead of the FFTs and
         # layout changes: with 3.0 the paper's 1-D size (K=96, M=32, D=32) stays on GEMM,
-        # which measured 1.4-4x faster there, and 3x3 kernels on many channels go to FFT
-        freq = 8.0 * F * 3.0
+        # which measured 1.4-4x faster there, and 3x3 kernels on many channels go to FFT.
+        # The frequency-domain filters (F*K*M complex numbers, ~26x the taps of a 3x3
+        # bank in float64) are streamed once per call: below a batch of 8 that memory
+        # traffic, not arithmetic, sets the time (measured 5-8x slower than GEMM at B=1
+        # on the VGG conv5_2 size), so small batches are charged as if they were 8.
+        B = int(x.shape[0]) if x.ndim == len(self.in_shape) + 1 else 1
+        freq = 8.0 * F * 3.0 * max(B, 8) / max(B, 1)
         return "fft" if freq < direct else "gemm"
 
     # ------------------------------------------------------------ pad / unpad
