@@ -9,7 +9,7 @@ shifted filters, grouped in ``K`` blocks of ``prod(n)`` rows, one block per filt
 Engines
 -------
 ``"gemm"``  patches + one matrix product (im2col); the adjoint is a matrix product followed
-            by ``prod(l)`` strided additions (col2im).  NumPy or CuPy.
+            by ``prod(l)`` strided additions (col2im, channels-last).  NumPy or CuPy.
 ``"fft"``   products of per-frequency ``K x M`` matrices (the operator is block diagonal in
             frequency before striding).  NumPy or CuPy.  Used by ``"auto"`` for stride 1
             when its operation count is lower (many channels, small grids).
@@ -493,6 +493,19 @@ class ConvOperator(LinearOperator):
         out = out.reshape(g, B, N, Kg).transpose(1, 0, 3, 2).reshape(B, K, *n)
         return xp.ascontiguousarray(out)
 
+    def _wmat_taps_outer(self, xp: Any, dtype: Any) -> Any:
+        """Filters as ``(g, Kg, L*Mg)`` with taps outer, channels inner (GEMM adjoint)."""
+        key = self._key(xp, dtype, "wmat_t")
+        w = self._cache.get(key)
+        if w is None:
+            g = self.groups
+            K, Mg = self._filters.shape[:2]
+            L = math.prod(self.kernel_size)
+            w = self._w(xp, dtype).reshape(g, K // g, Mg, L).transpose(0, 1, 3, 2)
+            w = xp.ascontiguousarray(w).reshape(g, K // g, L * Mg)
+            self._cache[key] = w
+        return w
+
     def _adjoint_gemm(self, z: Any) -> Any:
         xp = get_array_module(z)
         B = z.shape[0]
@@ -502,17 +515,19 @@ class ConvOperator(LinearOperator):
         Kg, Mg = K // g, M // g
         N, L = math.prod(n), math.prod(l)
         zt = z.reshape(B, g, Kg, N).transpose(1, 0, 3, 2).reshape(g, B * N, Kg)
-        cols = xp.matmul(zt, self._wmat(xp, z.dtype))  # (g, B*N, Mg*L)
-        # view as (B, g, Mg, *n, L) without copying; col2im adds strided slabs
-        perm = (1, 0, 2 + d, *range(2, 2 + d), 3 + d)
-        cols = cols.reshape(g, B, *n, Mg, L).transpose(perm)
-        xpad = xp.zeros((B, g, Mg, *self._Dp), dtype=z.dtype)
+        cols = xp.matmul(zt, self._wmat_taps_outer(xp, z.dtype))  # (g, B*N, L*Mg)
+        # view as (B, *n, g, L, Mg); col2im into a channels-last buffer so that every
+        # strided addition moves contiguous runs of Mg channels
+        perm = (1, *range(2, 2 + d), 0, 2 + d, 3 + d)
+        cols = cols.reshape(g, B, *n, L, Mg).transpose(perm)
+        xcl = xp.zeros((B, *self._Dp, g, Mg), dtype=z.dtype)
         for j, offs in enumerate(np.ndindex(*l)):
-            idx = (slice(None),) * 3 + tuple(
+            idx = (slice(None),) + tuple(
                 slice(o, o + (na - 1) * ta + 1, ta) for o, na, ta in zip(offs, n, t, strict=True)
             )
-            xpad[idx] += cols[..., j]
-        return self._unpad(xpad.reshape(B, M, *self._Dp))
+            xcl[idx] += cols[..., j, :]
+        xpad = xp.ascontiguousarray(xp.moveaxis(xcl.reshape(B, *self._Dp, M), -1, 1))
+        return xp.ascontiguousarray(self._unpad(xpad))
 
     # ------------------------------------------------------------- FFT engine
     def _forward_fft(self, x: Any) -> Any:
