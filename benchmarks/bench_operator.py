@@ -37,15 +37,28 @@ SIZES = {
 }
 
 
-def best_time(fn, repeats: int, min_total: float = 0.2) -> float:
+def best_time(fn, repeats: int) -> float:
+    """Best of ``repeats`` timed calls after one warm-up call."""
     fn()  # warm up (caches, thread pools)
     times = []
-    t_start = time.perf_counter()
-    while len(times) < repeats or (time.perf_counter() - t_start < min_total and len(times) < 50):
+    for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def best_times(fns: dict, rounds: int) -> dict:
+    """Best time of each function over interleaved rounds (load hits all of them alike)."""
+    for fn in fns.values():
+        fn()  # warm up
+    best = {name: float("inf") for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
 
 
 def torch_peer(W: ConvOperator, x: np.ndarray, z: np.ndarray):
@@ -127,17 +140,20 @@ def bench_case(name, K, M, l, D, B, dtype, reps, have_torch, have_pylops, rng):
     x = rng.standard_normal((B, *W.in_shape)).astype(dtype)
     z = rng.standard_normal((B, *W.out_shape)).astype(dtype)
     Wn = W.with_engine(W._choose(x, allow_torch=False))
-    res = {
-        "fwd": {"auto": best_time(lambda: W @ x, reps),
-                "numpy": best_time(lambda: Wn @ x, reps)},
-        "adj": {"auto": best_time(lambda: W.T @ z, reps),
-                "numpy": best_time(lambda: Wn.T @ z, reps)},
+    fns = {
+        ("fwd", "auto"): lambda: W @ x,
+        ("fwd", "numpy"): lambda: Wn @ x,
+        ("adj", "auto"): lambda: W.T @ z,
+        ("adj", "numpy"): lambda: Wn.T @ z,
     }
     if have_torch:
         tf, ta = torch_peer(W, x, z)
         np.testing.assert_allclose(tf().numpy(), Wn @ x, rtol=1e-3, atol=1e-3)
-        res["fwd"]["torch"] = best_time(tf, reps)
-        res["adj"]["torch"] = best_time(ta, reps)
+        fns[("fwd", "torch")] = tf
+        fns[("adj", "torch")] = ta
+    res: dict = {"fwd": {}, "adj": {}}
+    for (direction, who), t in best_times(fns, reps).items():
+        res[direction][who] = t
     # SciPy loop on a subset of filters, scaled by K / k_sub
     k_sub = max(1, min(K, int(4e5 / (M * max(B, 1) * np.prod(D)) + 1)))
     sf, sa = scipy_peer(W, x, z, k_sub)
@@ -169,7 +185,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
     args = ap.parse_args()
-    reps = 3 if args.quick else 7
+    reps = 3 if args.quick else 15
 
     try:
         import torch
@@ -194,7 +210,7 @@ def main() -> None:
             print(f"done {name} {np.dtype(dtype).name}", flush=True)
 
     print()
-    print(f"# ConvOperator benchmark (best of {reps}); torch threads={threads}, "
+    print(f"# ConvOperator benchmark (best of {reps} interleaved rounds); torch threads={threads}, "
           f"cores={os.cpu_count()}, OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}")
     hdr = (f"{'size':4} {'dtype':7} {'dir':3} | {'auto ms':>8} {'numpy ms':>8} ({'eng':4}) | "
            f"{'torch ms':>8} {'auto/torch':>10} {'numpy/torch':>11} | {'scipy ms':>10} "
