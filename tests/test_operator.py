@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import numpy as np
@@ -13,7 +14,8 @@ from reference import dense_conv_matrix
 
 from modelcs import ConvOperator, LinearOperator, dottest, vstack
 
-ENGINES = ["gemm", "fft"] + (["torch"] if __import__("importlib").util.find_spec("torch") else [])
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+ENGINES = ["gemm", "fft", "sparse"] + (["torch"] if HAS_TORCH else [])
 TOL = {np.float64: 1e-12, np.float32: 1e-5}
 
 CASES = [
@@ -83,6 +85,30 @@ def test_dense_and_sparse_match_bruteforce(case, rng):
     S = W.to_sparse()
     assert S.nnz == np.count_nonzero(A)
     np.testing.assert_array_equal(S.toarray(), A)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_ids)
+def test_sparse_code_adjoint_matches_bruteforce(case, rng):
+    wshape, D, t, pad, g = case
+    w = rng.standard_normal(wshape)
+    A, out_shape = dense_conv_matrix(w, D, t, pad, g)
+    W = ConvOperator(w, D, stride=t, padding=pad, groups=g, engine="sparse")
+    z = np.zeros((40, *out_shape))
+    flat = z.reshape(40, -1)
+    for b in range(40):  # one or two nonzeros per code: the shifted-filter path
+        flat[b, rng.choice(flat.shape[1], 1 + b % 2, replace=False)] = rng.standard_normal()
+    ref = (flat @ A).reshape(40, *W.in_shape)
+    np.testing.assert_allclose(W.T @ z, ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(W.T @ z.astype(np.float32), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_auto_takes_the_sparse_path_only_for_sparse_codes(rng):
+    W = ConvOperator.random(8, 3, 5, 40, seed=0)
+    z = np.zeros((4, *W.out_shape))
+    z[:, 2, 7] = 1.0  # 1 nonzero in 288 entries per code
+    assert W._sparse_ok(z)
+    assert not W._sparse_ok(rng.standard_normal(z.shape))
+    np.testing.assert_allclose(W.T @ z, W.with_engine("gemm").T @ z, atol=1e-13)
 
 
 def test_uncovered_trailing_samples():

@@ -18,6 +18,10 @@ Engines
             NumPy data when PyTorch is installed (imported lazily on first use; set the
             environment variable ``MODELCS_AUTO_TORCH=0`` to keep ``"auto"`` NumPy-only).
 
+``"sparse"`` the adjoint only: ``W.T @ z`` as a sum of shifted filters, one per nonzero of
+            ``z`` (the forward uses ``"gemm"``).  ``"auto"`` uses it for codes with at most
+            one nonzero in 32 entries (IHT iterates, model-sparse samples).
+
 ``"auto"`` otherwise picks ``"fft"`` for stride 1 when its operation count is lower and
 ``"gemm"`` else.
 """
@@ -37,10 +41,12 @@ from .base import LinearOperator
 
 __all__ = ["ConvOperator"]
 
-_ENGINES = ("auto", "gemm", "fft", "torch")
+_ENGINES = ("auto", "gemm", "fft", "torch", "sparse")
 # "auto" dispatches float32 NumPy inputs to PyTorch when it is installed, unless the
 # environment variable MODELCS_AUTO_TORCH is set to 0.
 _TORCH_AUTO = os.environ.get("MODELCS_AUTO_TORCH", "1") != "0"
+# largest number of multiply-adds (and index entries) the sparse-code adjoint builds at once
+_SPARSE_MAX_WORK = 1 << 24
 _PAD_MODES = ("valid", "same", "circular")
 
 
@@ -107,7 +113,7 @@ class ConvOperator(LinearOperator):
         PyTorch; per-axis ``(before, after)`` pairs give asymmetric padding (ONNX).
     groups : int, default 1
         Grouped convolution as in PyTorch (``groups == M`` is depthwise).
-    engine : {'auto', 'gemm', 'fft', 'torch'}, default 'auto'
+    engine : {'auto', 'gemm', 'fft', 'torch', 'sparse'}, default 'auto'
         Algorithm (see the module docstring).  All engines give the same operator.
     dtype : dtype, optional
         ``float32`` or ``float64``; defaults to the filters' dtype (``float64`` for
@@ -529,6 +535,43 @@ class ConvOperator(LinearOperator):
         xpad = xp.ascontiguousarray(xp.moveaxis(xcl.reshape(B, *self._Dp, M), -1, 1))
         return xp.ascontiguousarray(self._unpad(xpad))
 
+    # --------------------------------------------------------- sparse codes
+    def _sparse_ok(self, z: Any) -> bool:
+        """Whether ``W.T @ z`` is cheaper by adding shifted filters (few nonzeros)."""
+        xp = get_array_module(z)
+        nnz = int(xp.count_nonzero(z))
+        work = nnz * (self.in_shape[0] // self.groups) * math.prod(self.kernel_size)
+        return nnz * 32 <= z.size and work <= _SPARSE_MAX_WORK
+
+    def _adjoint_sparse(self, z: Any) -> Any:
+        """``W.T @ z`` as a sum of shifted filters, one per nonzero of ``z`` (one bincount).
+
+        Costs ``nnz * (M/groups) * prod(l)`` multiply-adds instead of a full transposed
+        convolution; used by ``"auto"`` for sparse codes (IHT iterates, model-sparse
+        samples).  Summation order differs from the other engines (rounding only).
+        """
+        xp = get_array_module(z)
+        B = z.shape[0]
+        d, g = self.ndim_spatial, self.groups
+        K, M = self.out_shape[0], self.in_shape[0]
+        Kg, Mg = K // g, M // g
+        Dp, t = self._Dp, self.stride
+        nDp = math.prod(Dp)
+        sd = [math.prod(Dp[a + 1 :]) for a in range(d)]
+        nz = xp.nonzero(z)
+        base = nz[0] * (M * nDp) + (nz[1] // Kg) * (Mg * nDp)
+        for a in range(d):
+            base = base + nz[2 + a] * (t[a] * sd[a])
+        grid = np.indices((Mg, *self.kernel_size)).reshape(1 + d, -1)
+        tap = grid[0] * nDp
+        for a in range(d):
+            tap = tap + grid[1 + a] * sd[a]
+        flat = base[:, None] + xp.asarray(tap)[None, :]
+        wts = z[nz][:, None] * self._w(xp, z.dtype).reshape(K, -1)[nz[1]]
+        out = xp.bincount(flat.ravel(), weights=wts.ravel(), minlength=B * M * nDp)
+        xpad = out.reshape(B, M, *Dp).astype(z.dtype, copy=False)
+        return xp.ascontiguousarray(self._unpad(xpad))
+
     # ------------------------------------------------------------- FFT engine
     def _forward_fft(self, x: Any) -> Any:
         xp = get_array_module(x)
@@ -613,14 +656,20 @@ class ConvOperator(LinearOperator):
         eng = self._choose(x)
         if eng == "fft":
             return self._forward_fft(x)
+        if eng == "sparse":
+            return self._forward_gemm(x)
         if eng == "torch":
             return self._forward_torch(x)
         return self._forward_gemm(x)
 
     def _adjoint(self, z: Any) -> Any:
+        if self.engine == "auto" and self._sparse_ok(z):
+            return self._adjoint_sparse(z)
         eng = self._choose(z)
         if eng == "fft":
             return self._adjoint_fft(z)
+        if eng == "sparse":
+            return self._adjoint_sparse(z)
         if eng == "torch":
             return self._adjoint_torch(z)
         return self._adjoint_gemm(z)

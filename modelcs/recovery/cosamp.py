@@ -32,7 +32,7 @@ from .._backend import to_numpy
 from .._validation import check_nonnegative_int
 from ..models import SparsityModel
 from ..operators.base import LinearOperator
-from .iht import IHTResult, _Active, _check_common, _norms, _prepare, _synth
+from .iht import IHTResult, _Active, _check_common, _norms, _prepare
 
 __all__ = ["cosamp"]
 
@@ -44,7 +44,7 @@ def _cgls(Phi: LinearOperator, y: Any, mask: Any, x0: Any, n_iter: int, stop: An
     """
     shape = (-1,) + (1,) * (mask.ndim - 1)
     x = xp.where(mask, x0, 0)
-    r = y - _synth(Phi, x)
+    r = y - Phi @ x
     s = xp.where(mask, Phi.T @ r, 0)
     p = s
     gamma = _norms(s) ** 2
@@ -52,7 +52,7 @@ def _cgls(Phi: LinearOperator, y: Any, mask: Any, x0: Any, n_iter: int, stop: An
         active = xp.sqrt(gamma) > stop
         if not bool(active.any()):
             break
-        q = _synth(Phi, p)
+        q = Phi @ p
         qq = _norms(q) ** 2
         alpha = xp.where(active & (qq > 0), gamma / xp.where(qq > 0, qq, 1.0), 0.0)
         x = x + alpha.reshape(shape).astype(x.dtype) * p
@@ -140,7 +140,7 @@ def cosamp(
         T = model._support_sum(e, 2) | (st.z != 0)
         b = _cgls(Phi, st.y, T, st.z, n_cg, st.cg_stop, xp)
         z_new = model._project_batch(b)
-        r_new = st.y - _synth(Phi, z_new)
+        r_new = st.y - Phi @ z_new
         res = to_numpy(_norms(r_new))
         change = to_numpy(_norms(z_new - st.z))
         znorm = to_numpy(_norms(z_new))

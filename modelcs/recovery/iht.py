@@ -9,10 +9,10 @@ Theorem 3.3.
 A batch of signals is solved in one vectorised call: every iteration applies ``Phi`` and
 ``Phi^T`` once to the whole *active* batch, and signals that have converged (or diverged)
 are removed from the active batch, so they stop costing work.  When ``Phi`` is the
-adjoint ``W.T`` of a ``'valid'``, ungrouped :class:`~modelcs.ConvOperator`, products
-``Phi @ z`` with sparse ``z`` (iterates, NIHT search directions, CoSaMP's CGLS directions)
-add the ``k`` shifted filters directly instead of running a full transposed convolution
-(``nnz * M * l^d`` instead of ``K n M l^d`` multiply-adds; same result up to rounding).
+adjoint ``W.T`` of a :class:`~modelcs.ConvOperator`, products ``Phi @ z`` with sparse ``z``
+(iterates, NIHT search directions, CoSaMP's CGLS directions) add the shifted filters
+directly (the operator's sparse-code path, ``nnz * M * l^d`` instead of ``K n M l^d``
+multiply-adds; same result up to rounding).
 
 Stopping rule (decision; the paper runs a fixed number of iterations).  Signal ``b``
 stops after iteration ``t`` and is reported ``converged`` when its residual is exactly
@@ -50,7 +50,6 @@ from .._backend import get_array_module, result_dtype, to_numpy
 from .._validation import check_finite, check_nonnegative_int
 from ..models import SparsityModel
 from ..operators.base import LinearOperator
-from ..operators.conv import ConvOperator
 
 __all__ = ["iht", "cnn_layer", "IHTResult", "IHTDivergenceWarning"]
 
@@ -97,53 +96,6 @@ def _norms(a: Any) -> Any:
     xp = get_array_module(a)
     flat = a.reshape(a.shape[0], -1)
     return xp.sqrt(xp.einsum("ij,ij->i", flat, flat).astype(np.float64))
-
-
-def _sparse_synthesis(W: Any, z: Any) -> Any:
-    """``W.T @ z`` for a batch of sparse codes, by adding shifted filters (``'valid'`` only).
-
-    Each nonzero ``z[b, f, i]`` adds ``z[b, f, i] * w[f]`` at offset ``i * t`` of signal ``b``:
-    ``nnz * M * prod(l)`` multiply-adds (one ``bincount``) instead of a full transposed
-    convolution.  Summation order differs from the operator's, so results agree to rounding.
-    """
-    xp = get_array_module(z)
-    B = z.shape[0]
-    d = W.ndim_spatial
-    D, t, l = tuple(W.input_spatial), tuple(W.stride), tuple(W.kernel_size)
-    M = W.n_channels_in
-    nD = math.prod(D)
-    sd = [math.prod(D[a + 1 :]) for a in range(d)]
-    nz = xp.nonzero(z)
-    vals = z[nz].astype(np.float64)
-    base = nz[0] * (M * nD)
-    for a in range(d):
-        base = base + nz[2 + a] * (t[a] * sd[a])
-    grids = np.indices((M, *l)).reshape(1 + d, -1)
-    tap = grids[0] * nD
-    for a in range(d):
-        tap = tap + grids[1 + a] * sd[a]
-    filt = xp.asarray(W.filters).reshape(W.filters.shape[0], -1)
-    flat = base[:, None] + xp.asarray(tap)[None, :]
-    wts = vals[:, None] * filt[nz[1]]
-    out = xp.bincount(flat.ravel(), weights=wts.ravel(), minlength=B * M * nD)
-    return out.reshape(B, M, *D).astype(result_dtype(W.dtype, z.dtype))
-
-
-def _synth(Phi: LinearOperator, z: Any) -> Any:
-    """``Phi @ z`` for a batch ``z``; sparse codes through a ConvOperator's adjoint take
-    the shortcut :func:`_sparse_synthesis` (same result up to rounding)."""
-    W = Phi.T
-    if (
-        isinstance(W, ConvOperator)
-        and W.padding == "valid"
-        and W.groups == 1
-        and Phi.in_shape == W.out_shape
-        and z.ndim == len(Phi.in_shape) + 1
-    ):
-        xp = get_array_module(z)
-        if int(xp.count_nonzero(z)) * 16 <= z.size:
-            return _sparse_synthesis(W, z)
-    return Phi @ z
 
 
 def _prepare(
@@ -352,7 +304,7 @@ def iht(
                 g *= mu
             g += st.z  # saves two temporaries per iteration
             z_new = project(g)
-            r_new = st.y - _synth(Phi, z_new)
+            r_new = st.y - Phi @ z_new
         else:
             z_new, r_new = _niht_step(Phi, project, st, g, zero_start and it == 1, xp)
         with np.errstate(over="ignore", invalid="ignore"):
@@ -440,7 +392,7 @@ def _niht_step(
         st.support = st.z != 0
     shape = (-1,) + (1,) * (g.ndim - 1)
     gs = xp.where(st.support, g, 0)
-    Pg = _synth(Phi, gs)
+    Pg = Phi @ gs
     num, den = _norms(gs) ** 2, _norms(Pg) ** 2
     safe = den > 0
     mu = xp.where(safe, num / xp.where(safe, den, 1.0), 1.0)
@@ -454,7 +406,7 @@ def _niht_step(
         if todo.size == 0:
             break
         d = z_new[todo] - st.z[todo]
-        Pd = _synth(Phi, d)
+        Pd = Phi @ d
         omega = (1.0 - _NIHT_C) * _norms(d) ** 2 / xp.maximum(_norms(Pd) ** 2, 1e-300)
         ok = mu[todo] <= omega
         acc = todo[ok]
@@ -464,7 +416,7 @@ def _niht_step(
             mu[todo] = mu[todo] / (_NIHT_KAPPA * (1.0 - _NIHT_C))
             z_new[todo] = project(st.z[todo] + mu[todo].reshape(shape).astype(g.dtype) * g[todo])
     if todo.size:  # safeguard exhausted (mu tiny): recompute the residual exactly
-        r_new[todo] = st.y[todo] - _synth(Phi, z_new[todo])
+        r_new[todo] = st.y[todo] - Phi @ z_new[todo]
     st.support = z_new != 0
     return z_new, r_new
 
