@@ -33,6 +33,8 @@ from .recovery.iht import IHTDivergenceWarning as IHTDivergenceWarning
 from .recovery.iht import IHTResult as IHTResult
 from .recovery.iht import cnn_layer as cnn_layer
 from .recovery.iht import iht as iht
+from .recovery.lasso import LassoResult as LassoResult
+from .recovery.lasso import lasso as lasso
 from .relu import distant_preimage_point as distant_preimage_point
 from .relu import is_omnidirectional as is_omnidirectional
 from .relu import linearize as linearize
