@@ -28,6 +28,8 @@ from .operators import ConvOperator as ConvOperator
 from .operators import LinearOperator as LinearOperator
 from .operators import dottest as dottest
 from .operators import vstack as vstack
+from .recovery.algorithm2 import SupportRecoveryResult as SupportRecoveryResult
+from .recovery.algorithm2 import l1_support_recovery as l1_support_recovery
 from .recovery.cosamp import cosamp as cosamp
 from .recovery.iht import IHTDivergenceWarning as IHTDivergenceWarning
 from .recovery.iht import IHTResult as IHTResult

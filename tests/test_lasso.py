@@ -1,0 +1,125 @@
+"""lasso against cvxpy and scikit-learn on dense matrices; duality gap; restrictions; errors."""
+
+from __future__ import annotations
+
+import cvxpy as cp
+import numpy as np
+import pytest
+from sklearn.linear_model import Lasso
+
+from modelcs import ConvOperator, lasso
+from modelcs.recovery.lasso import lasso_lambda_max, operator_norm_sq
+
+
+def _objective(A, y, lam, z):
+    return 0.5 * np.sum((y - A @ z) ** 2) + lam * np.abs(z).sum()
+
+
+def _cvxpy_objective(A, y, lam, support=None):
+    z = cp.Variable(A.shape[1])
+    cons = [] if support is None else [z[np.flatnonzero(~support)] == 0]
+    prob = cp.Problem(cp.Minimize(0.5 * cp.sum_squares(y - A @ z) + lam * cp.norm1(z)), cons)
+    prob.solve(solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
+    return _objective(A, y, lam, z.value)
+
+
+@pytest.mark.parametrize("K, M, l, D", [(24, 8, 5, 32), (96, 32, 5, 32)])
+@pytest.mark.parametrize("frac", [0.05, 0.3])
+def test_objective_matches_cvxpy_and_sklearn(K, M, l, D, frac):
+    W = ConvOperator.random(K, M, l, D, seed=0)
+    A = W.to_dense().T  # Phi = W^T as a matrix: (M*D) x (K*n)
+    y = np.random.default_rng(1).standard_normal(W.in_shape)
+    lam = frac * np.abs(W @ y).max()
+    res = lasso(W.T, y, lam, tol=1e-10)
+    assert res.converged
+    assert res.gap <= 1e-8 * res.objective  # duality gap at convergence
+    np.testing.assert_allclose(res.objective, _objective(A, y.ravel(), lam, res.z.ravel()),
+                               rtol=1e-12)
+    n = A.shape[0]  # sklearn: 1/(2 n) ||y - X w||^2 + alpha ||w||_1
+    sk = Lasso(alpha=lam / n, fit_intercept=False, tol=1e-12, max_iter=200000)
+    f_sk = _objective(A, y.ravel(), lam, sk.fit(A, y.ravel()).coef_)
+    f_cvx = _cvxpy_objective(A, y.ravel(), lam)
+    assert res.objective <= f_sk * (1 + 1e-6)
+    assert res.objective <= f_cvx * (1 + 1e-6)
+    assert res.objective >= min(f_sk, f_cvx) * (1 - 1e-6)
+
+
+def test_batch_with_per_signal_lam_equals_single_solves():
+    W = ConvOperator.random(12, 4, (3, 3), (9, 8), stride=(1, 2), seed=3)
+    rng = np.random.default_rng(4)
+    Y = rng.standard_normal((3, *W.in_shape))
+    lam = np.array([0.01, 0.1, 0.5]) * np.abs(W @ Y).max()
+    res = lasso(W.T, Y, lam, tol=1e-11)
+    assert res.z.shape == (3, *W.out_shape)
+    assert np.all(res.converged) and np.all(res.rel_gap <= 1e-8)
+    A = W.to_dense().T
+    for b in range(3):
+        single = lasso(W.T, Y[b], lam[b], tol=1e-11)
+        np.testing.assert_allclose(res.objective[b], single.objective, rtol=1e-9)
+        f_cvx = _cvxpy_objective(A, Y[b].ravel(), lam[b])
+        assert abs(res.objective[b] - f_cvx) <= 1e-6 * f_cvx
+
+
+def test_lam_at_least_lam_max_returns_exact_zero_without_iterating():
+    W = ConvOperator.random(8, 3, 4, 20, seed=0)
+    Y = np.random.default_rng(0).standard_normal((2, *W.in_shape))
+    lmax = lasso_lambda_max(W.T, Y)
+    np.testing.assert_allclose(lmax, np.abs(W @ Y).reshape(2, -1).max(axis=1))
+    res = lasso(W.T, Y, lmax)
+    assert not res.z.any() and np.all(res.n_iter == 0) and np.all(res.converged)
+    below = lasso(W.T, Y, 0.99 * lmax)
+    assert below.z.any()  # just below lam_max the solution is nonzero
+
+
+def test_support_restricts_and_is_optimal_there():
+    W = ConvOperator.random(16, 4, 5, 24, seed=5)
+    y = np.random.default_rng(6).standard_normal(W.in_shape)
+    support = np.random.default_rng(7).random(W.out_shape) < 0.2
+    lam = 0.05 * np.abs(W @ y).max()
+    res = lasso(W.T, y, lam, support=support, tol=1e-11)
+    assert not res.z[~support].any()
+    f_cvx = _cvxpy_objective(W.to_dense().T, y.ravel(), lam, support.ravel())
+    assert res.objective <= f_cvx * (1 + 1e-6)
+
+
+def test_float32_converges():
+    W = ConvOperator.random(24, 8, 5, 32, seed=0, dtype=np.float32)
+    y = np.random.default_rng(1).standard_normal(W.in_shape).astype(np.float32)
+    res = lasso(W.T, y, 0.1 * float(np.abs(W @ y).max()), tol=1e-5)
+    assert res.z.dtype == np.float32 and res.converged
+    ref = lasso(W.astype(np.float64).T, y.astype(np.float64),
+                0.1 * float(np.abs(W @ y).max()), tol=1e-10)
+    assert abs(res.objective - ref.objective) <= 1e-4 * ref.objective
+
+
+def test_operator_norm_is_cached_and_accurate():
+    W = ConvOperator.random(6, 2, 3, 16, seed=0)
+    exact = np.linalg.norm(W.to_dense(), 2) ** 2
+    est = operator_norm_sq(W.T)
+    assert exact <= est <= 1.1 * exact  # an upper estimate (safe FISTA step)
+    assert operator_norm_sq(W) == est  # adjoint view shares the cache
+    np.testing.assert_allclose(operator_norm_sq(2.0 * W), 4 * est)
+
+
+# ---------------------------------------------------------------- bad input
+def test_errors():
+    W = ConvOperator.random(4, 2, 3, 10, seed=0)
+    y = np.ones(W.in_shape)
+    with pytest.raises(ValueError, match=r"parameter 'lam' must be finite and >= 0"):
+        lasso(W.T, y, -1.0)
+    with pytest.raises(ValueError, match=r"parameter 'support' has shape \(4, 7\)"):
+        lasso(W.T, y, 0.1, support=np.ones((4, 7), dtype=bool))
+    with pytest.raises(TypeError, match="parameter 'support' must be a boolean mask"):
+        lasso(W.T, y, 0.1, support=np.ones(W.out_shape))
+    bad = y.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="parameter 'y' contains 1 non-finite"):
+        lasso(W.T, bad, 0.1)
+    with pytest.raises(ValueError, match=r"parameter 'y' has shape \(3, 10\)"):
+        lasso(W.T, np.ones((3, 10)), 0.1)
+    with pytest.raises(TypeError, match="parameter 'Phi'"):
+        lasso(W.to_dense(), y, 0.1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="parameter 'lam' has shape"):
+        lasso(W.T, np.ones((2, *W.in_shape)), np.ones(3))
+    with pytest.raises(ValueError, match="parameter 'tol'"):
+        lasso(W.T, y, 0.1, tol=-1.0)
