@@ -708,7 +708,7 @@ def test_learned_coherence_matches_rip_and_brute_force():
 
 
 def test_pairing_cosines_brute_force():
-    from modelcs.experiments.learned import pairing_cosines
+    from modelcs import pairing_cosines
 
     w = np.random.default_rng(0).standard_normal((7, 2, 3))
     F = w.reshape(7, -1) / np.linalg.norm(w.reshape(7, -1), axis=1, keepdims=True)
@@ -716,7 +716,7 @@ def test_pairing_cosines_brute_force():
     np.testing.assert_allclose(pairing_cosines(w), ref, atol=1e-12)
     paired = np.concatenate([w, -w])  # exact opposite pairs: every mu is -1
     np.testing.assert_allclose(pairing_cosines(paired), -1.0, atol=1e-12)
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(ValueError, match="filters"):
         pairing_cosines(w[:1])
 
 

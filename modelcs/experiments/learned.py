@@ -5,8 +5,8 @@ of the papers' learned-filter analyses:
 
 * :func:`coherence_table` -- coherence per layer, learned vs Gaussian random filters of the
   same sizes (invertibility paper, Table 4 / Table 6; footnote 12).
-* :func:`pairing_cosines` -- CReLU paper Sec. 2.1: ``mu_i = min_j <phi_i, phi_j>`` for
-  unit-norm filters (Figure 2 histograms).
+* CReLU pairing cosines ``mu_i = min_j <phi_i, phi_j>`` of learned vs random filters
+  (:func:`modelcs.pairing_cosines`; CReLU paper Sec. 2.1, Figure 2 histograms).
 * model-RIP ratios ``||W^T z|| / ||z||`` for random model-k-sparse codes with the trained
   filters (:func:`modelcs.rip_ratios`; Sec. 4.2 / Figure 2a with learned filters).
 * :func:`iht_one_step_error` -- ``x_hat = W^T M(W x, k)`` rescaled to ``||x||`` (Theorem 3.3,
@@ -17,9 +17,8 @@ of the papers' learned-filter analyses:
 * :func:`mobilenet_v2_overrides` -- the geometry (strides, paddings, groups) of torchvision's
   MobileNetV2, which its bare ``.pth`` state dict does not carry.
 
-Coherence, model-RIP ratios and the model projection come from :mod:`modelcs.rip` and
-:mod:`modelcs.models`.  The pairing statistic and the active-row pseudoinverse are small
-local versions (``modelcs.frames`` did not exist when this module was written).
+Coherence, model-RIP ratios, the pairing statistic and the model projection come from
+:mod:`modelcs.rip`, :mod:`modelcs.frames` and :mod:`modelcs.models`.
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ import numpy as np
 
 from .._validation import check_positive_int, check_rng
 from ..adapters import ConvLayer
+from ..frames import pairing_cosines
 from ..operators.conv import ConvOperator
 
 __all__ = [
@@ -41,7 +41,6 @@ __all__ = [
     "random_like",
     "layer_coherence",
     "coherence_table",
-    "pairing_cosines",
     "iht_one_step_error",
     "relu_pinv_error",
 ]
@@ -208,32 +207,6 @@ def coherence_table(
 
 
 # ------------------------------------------------------------------------- pairing
-def pairing_cosines(filters: np.ndarray) -> np.ndarray:
-    """CReLU Sec. 2.1 pairing: ``mu_i = <phi_i, phi_bar_i>`` with
-    ``phi_bar_i = argmin_{j != i} <phi_i, phi_j>``.
-
-    Filters are flattened and normalised to unit length.  Random Gaussian filters give a
-    distribution centred slightly below 0; first-layer ReLU filters a negatively centred one
-    (Figure 2).
-
-    Examples
-    --------
-    >>> w = np.array([[[1.0, 0.0]], [[-1.0, 0.1]], [[0.0, 1.0]]])
-    >>> np.round(pairing_cosines(w), 3)
-    array([-0.995, -0.995,  0.   ])
-    """
-    F = np.asarray(filters, dtype=np.float64).reshape(len(filters), -1)
-    if F.shape[0] < 2:
-        raise ValueError(f"parameter 'filters' needs at least 2 filters; got {F.shape[0]}")
-    norms = np.linalg.norm(F, axis=1)
-    if np.any(norms == 0):
-        raise ValueError("parameter 'filters' contains an all-zero filter")
-    F = F / norms[:, None]
-    G = F @ F.T
-    np.fill_diagonal(G, np.inf)
-    return G.min(axis=1)
-
-
 # ----------------------------------------------------------------------- one-step IHT
 def iht_one_step_error(W: ConvOperator, x: np.ndarray, k: int, *, pool: int = 2) -> float:
     """``||x - c x_hat|| / ||x||`` with ``x_hat = W^T M(W x, k)`` and ``c`` making
