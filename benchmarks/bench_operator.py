@@ -49,12 +49,21 @@ def best_time(fn, repeats: int) -> float:
 
 
 def best_times(fns: dict, rounds: int) -> dict:
-    """Best time of each function over interleaved rounds (load hits all of them alike)."""
+    """Best time of each function over interleaved rounds (load hits all of them alike).
+
+    Within a round each function is called once untimed right before its timed call:
+    after a BLAS call OpenBLAS's threads spin for a while, and after a torch call so do
+    its OpenMP threads; a call timed right after the *other* library's call competes with
+    those spinning threads for the 2 cores (measured up to 2x slower), which is an
+    artefact of alternating libraries, not what a user calling one operation repeatedly
+    sees.
+    """
     for fn in fns.values():
         fn()  # warm up
     best = {name: float("inf") for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
+            fn()
             t0 = time.perf_counter()
             fn()
             best[name] = min(best[name], time.perf_counter() - t0)

@@ -111,6 +111,22 @@ def test_auto_takes_the_sparse_path_only_for_sparse_codes(rng):
     np.testing.assert_allclose(W.T @ z, W.with_engine("gemm").T @ z, atol=1e-13)
 
 
+def test_sparse_path_choice_on_large_codes(rng):
+    # above 2**16 entries a strided sample rejects dense codes first; sparse codes
+    # (model-sparse samples) and dense ones must still be told apart correctly
+    from modelcs import ModelSparse
+
+    W = ConvOperator.random(96, 32, 5, 32, seed=0)
+    Z = ModelSparse(10).sample(W.out_shape, 100, seed=1)
+    assert Z.size >= 1 << 16
+    assert W._sparse_ok(Z)
+    dense = rng.standard_normal(Z.shape)
+    assert not W._sparse_ok(dense)
+    half = dense * (rng.random(Z.shape) < 0.5)
+    assert not W._sparse_ok(half)
+    np.testing.assert_allclose(W.T @ Z, W.with_engine("gemm").T @ Z, atol=1e-12)
+
+
 def test_uncovered_trailing_samples():
     W = ConvOperator(np.ones((1, 1, 4)), 17, stride=3)
     assert W.block_shape == (5,) and W.uncovered == (1,)
