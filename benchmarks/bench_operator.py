@@ -29,6 +29,9 @@ import scipy.signal as ss
 
 from modelcs import ConvOperator
 
+#: seconds to wait before timing a function (see :func:`best_times`)
+PAUSE = 0.2
+
 SIZES = {
     # name: (K, M, kernel, D, B)
     "S1 1-D l=5 M=32 K=96 D=32 B=1000": (96, 32, (5,), (32,), 1000),
@@ -51,18 +54,20 @@ def best_time(fn, repeats: int) -> float:
 def best_times(fns: dict, rounds: int) -> dict:
     """Best time of each function over interleaved rounds (load hits all of them alike).
 
-    Within a round each function is called once untimed right before its timed call:
-    after a BLAS call OpenBLAS's threads spin for a while, and after a torch call so do
-    its OpenMP threads; a call timed right after the *other* library's call competes with
-    those spinning threads for the 2 cores (measured up to 2x slower), which is an
-    artefact of alternating libraries, not what a user calling one operation repeatedly
-    sees.
+    Before each timed call: a pause of ``PAUSE`` seconds, then one untimed call.  After a
+    BLAS call OpenBLAS's worker threads spin-wait for a while, and after a torch call so
+    do its OpenMP threads; a call made right after the *other* library's call competes
+    with those spinning threads for the 2 cores.  Measured here: torch's conv (direct,
+    or through modelcs 'auto') 2-3x slower right after a NumPy GEMM, normal after a
+    0.2 s pause.  That is an artefact of alternating libraries call by call, not the
+    speed of either, so the pause lets the other library's threads go to sleep.
     """
     for fn in fns.values():
         fn()  # warm up
     best = {name: float("inf") for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
+            time.sleep(PAUSE)
             fn()
             t0 = time.perf_counter()
             fn()
