@@ -17,6 +17,9 @@ Engines
             views of NumPy arrays (CPU).  Requires PyTorch.  ``"auto"`` uses it for float32
             NumPy data when PyTorch is installed (imported lazily on first use; set the
             environment variable ``MODELCS_AUTO_TORCH=0`` to keep ``"auto"`` NumPy-only).
+            On few cores, a torch call right after a NumPy BLAS call (or the reverse) can
+            run 2-3x slower while the other library's worker threads spin-wait; see
+            ``benchmarks/bench_operator.py``.
 
 ``"sparse"`` the adjoint only: ``W.T @ z`` as a sum of shifted filters, one per nonzero of
             ``z`` (the forward uses ``"gemm"``).  ``"auto"`` uses it for codes with at most
