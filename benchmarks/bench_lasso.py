@@ -41,8 +41,10 @@ from modelcs import ConvOperator, lasso
 
 TARGET = 1e-4
 #: wall-clock budget per peer and problem: a peer's sequence of runs stops once it has
-#: spent this long (its last run may overrun); cvxpy gets it as the solver's time limit
+#: spent this long (its last run may overrun); cvxpy's child process is killed after it
 BUDGET = 60.0
+#: duality-gap tolerances modelcs is run with (fastest run reaching the target counts)
+MODELCS_TOLS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 
 
 def timed(fn):
@@ -72,6 +74,16 @@ def run_sequence(settings, run_one):
         if spent > BUDGET or (len(runs) > 1 and abs(runs[-2][1] - f) <= 1e-12 * abs(f)):
             break
     return runs
+
+
+def modelcs_runs(op, y, lam):
+    """``run_sequence`` of modelcs ``lasso(op.T, y, lam)`` over :data:`MODELCS_TOLS`."""
+
+    def run(tol):
+        t, res = timed(lambda: lasso(op.T, y, lam, tol=tol))
+        return t, float(res.objective)
+
+    return run_sequence(MODELCS_TOLS, run)
 
 
 def cvxpy_solve(A, yv, lam):
@@ -113,19 +125,14 @@ def case_dense(W, y, lam):
     yv = y.ravel()
     rows = {}
     # modelcs
-    def ours(tol):
-        t, res = timed(lambda: lasso(W.T, y, lam, tol=tol))
-        return t, float(res.objective)
-
-    rows["modelcs lasso"] = run_sequence((1e-2, 1e-3, 1e-4, 1e-5, 1e-6), ours)
+    rows["modelcs lasso"] = modelcs_runs(W, y, lam)
 
     def first_call(tol):  # a new operator: includes the Lanczos estimate of ||W||^2
         Wn = ConvOperator(W.filters, W.input_spatial, padding=W.padding)
         t, res = timed(lambda: lasso(Wn.T, y, lam, tol=tol))
         return t, float(res.objective)
 
-    rows["modelcs lasso, first call on W"] = run_sequence((1e-2, 1e-3, 1e-4, 1e-5, 1e-6),
-                                                          first_call)
+    rows["modelcs lasso, first call on W"] = run_sequence(MODELCS_TOLS, first_call)
     # scikit-learn
     from sklearn.linear_model import Lasso
 
@@ -164,11 +171,7 @@ def case_circular(W, y, lam):
     """modelcs vs SPORCO ConvBPDN on the circular version of the problem."""
     Wc = ConvOperator(W.filters, W.input_spatial, padding="circular")
     rows = {}
-    def ours(tol):
-        t, res = timed(lambda: lasso(Wc.T, y, lam, tol=tol))
-        return t, float(res.objective)
-
-    rows["modelcs lasso (circular)"] = run_sequence((1e-2, 1e-3, 1e-4, 1e-5, 1e-6), ours)
+    rows["modelcs lasso (circular)"] = modelcs_runs(Wc, y, lam)
     try:
         from sporco.admm import cbpdn
     except ImportError as exc:

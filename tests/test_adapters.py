@@ -716,7 +716,7 @@ def test_pairing_cosines_brute_force():
     np.testing.assert_allclose(pairing_cosines(w), ref, atol=1e-12)
     paired = np.concatenate([w, -w])  # exact opposite pairs: every mu is -1
     np.testing.assert_allclose(pairing_cosines(paired), -1.0, atol=1e-12)
-    with pytest.raises(ValueError, match="filters"):
+    with pytest.raises(ValueError, match="K >= 2 filters"):
         pairing_cosines(w[:1])
 
 

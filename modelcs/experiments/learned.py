@@ -206,7 +206,6 @@ def coherence_table(
     return rows
 
 
-# ------------------------------------------------------------------------- pairing
 # ----------------------------------------------------------------------- one-step IHT
 def iht_one_step_error(W: ConvOperator, x: np.ndarray, k: int, *, pool: int = 2) -> float:
     """``||x - c x_hat|| / ||x||`` with ``x_hat = W^T M(W x, k)`` and ``c`` making
