@@ -1,7 +1,9 @@
 """Model-RIP of random convolutional filters: more channels, better isometry.
 
-Invertibility paper, Theorem 3.1: random Gaussian filters give ``W^T`` the model-RIP once
-``M l^2 / D`` is large compared with ``k (log K + log n - log eps) / delta^2``.  This script
+Gilbert, Zhang, Lee, Zhang and Lee, *Towards Understanding the Invertibility of
+Convolutional Neural Networks*, Theorem 3.1: random Gaussian filters give ``W^T`` the
+model-RIP once ``M l^2 / D`` is large compared with
+``k (log K + log n - log eps) / delta^2``.  This script
 draws random banks with ``K = 96`` filters of length ``l = 5`` on inputs of length
 ``D = 32`` (the Figure 2 setting) for several channel counts ``M``, and shows
 

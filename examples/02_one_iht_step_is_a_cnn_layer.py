@@ -1,4 +1,8 @@
-"""One IHT step is a CNN layer (invertibility paper, §2.3, Algorithm 1, Theorem 3.3).
+"""One IHT step is a CNN layer.
+
+Gilbert, Zhang, Lee, Zhang and Lee, *Towards Understanding the Invertibility of
+Convolutional Neural Networks*, Sec. 2.3, Algorithm 1
+and Theorem 3.3.
 
 Setting of the paper's Figure 2: 1-D signals x = W^T z with l=5, M=32, K=96, D=32,
 Gaussian filters scaled 1/sqrt(lM), model-10-sparse codes z (one nonzero per filter block,

@@ -1,6 +1,7 @@
 """Example 05: Algorithm 2 (l1-heuristic support recovery) on random VGG16 conv5_2-sized filters.
 
-Invertibility paper (``003_...``), Sec. 4.4 and Fig. 3 b/c, with random Gaussian filters in
+Gilbert, Zhang, Lee, Zhang and Lee, *Towards Understanding the Invertibility of
+Convolutional Neural Networks*, Sec. 4.4 and Fig. 3 b/c, with random Gaussian filters in
 place of VGG's: for signals ``x = W^T z_true + noise`` with ``z_true`` obeying 2x2 max-pooling
 sparsity, run Algorithm 2 (Lasso, ``M_known`` on its solution, Lasso on that support) and plot
 the histogram of ``||W^T z|| / ||z||`` over the recovered codes ``z`` (how much energy the

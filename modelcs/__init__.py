@@ -4,7 +4,7 @@ The public API is flat::
 
     from modelcs import ConvOperator, iht
 
-See ``DESIGN.md`` conventions: signals ``(M, *D)`` or ``(B, M, *D)``, filters ``(K, M, *l)``,
+Conventions: signals ``(M, *D)`` or ``(B, M, *D)``, filters ``(K, M, *l)``,
 ``W @ x`` is a CNN layer's linear part, ``Phi = W.T`` is the measurement operator.
 """
 

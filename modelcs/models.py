@@ -1,4 +1,7 @@
-"""Sparsity models and their projections ``M(z, k)`` (invertibility paper §2.3).
+"""Sparsity models and their projections ``M(z, k)``.
+
+Gilbert, Zhang, Lee, Zhang and Lee, *Towards Understanding the Invertibility of
+Convolutional Neural Networks*, Sec. 2.3.
 
 A *code* ``z`` has shape ``(K, *n)`` (one response map of shape ``n`` per filter, the
 output of ``W @ x``) or a batch ``(B, K, *n)``.  Three models are provided, all with the

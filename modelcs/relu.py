@@ -1,4 +1,7 @@
-"""Preimages of ReLU layers and the stability of ReLU-network linearizations (``004_...``).
+"""Preimages of ReLU layers and the stability of ReLU-network linearizations.
+
+*Invariance and Inverse Stability under ReLU* (anonymous ICLR 2019 submission),
+Sec. 2-4 and Appendix A3.
 
 For one layer ``y = ReLU(A x + b)`` the preimage ``{x : ReLU(A x + b) = y}`` is the polyhedron
 

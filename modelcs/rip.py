@@ -1,6 +1,7 @@
 """Model-RIP ratios, RIP-constant estimates, coherence and the theorem bounds.
 
-Invertibility paper (``003_...``), Sections 2.3, 3 and 4.2, Appendix A-B:
+Gilbert, Zhang, Lee, Zhang and Lee, *Towards Understanding the Invertibility of
+Convolutional Neural Networks* (long version), Sections 2.3, 3 and 4.2, Appendices A-B:
 
 * :func:`rip_ratios` -- Monte-Carlo ratios for random model-k-sparse codes ``z``:
   ``||Phi z|| / ||z||`` (model-RIP, eq. (1), Figure 2a), the support-restricted Gram ratio
@@ -13,7 +14,7 @@ Invertibility paper (``003_...``), Sections 2.3, 3 and 4.2, Appendix A-B:
 * :func:`theorem31_condition` and :func:`theorem33_bound` -- the sample-size condition of
   Theorem 3.1 and the one-step reconstruction bound of Theorem 3.3.
 
-Conventions (DESIGN.md Sec. 1): ``W`` is a :class:`~modelcs.ConvOperator` (a CNN layer),
+Conventions: ``W`` is a :class:`~modelcs.ConvOperator` (a CNN layer),
 ``Phi = W.T`` maps codes ``(K, *n)`` to signals ``(M, *D)``.
 """
 
@@ -562,7 +563,7 @@ def coherence(
     """Coherence ``mu = max_{r != s} |<w_r, w_s>|`` of the unit-normalised rows of ``W``.
 
     Footnote 12 of the invertibility paper (Tables 4 and 6).  Rows of ``W`` are the shifted
-    copies of the filters (DESIGN.md Sec. 1).
+    copies of the filters.
 
     ``shifts=True``
         All rows of ``W`` for the given geometry: pairs of filters at every relative shift

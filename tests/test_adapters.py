@@ -1,4 +1,4 @@
-"""Adapters from trained networks (issue 8): layouts, geometry, real shipped weights, security."""
+"""Adapters from trained networks: layouts, geometry, real shipped weights, security."""
 
 from __future__ import annotations
 
@@ -665,7 +665,7 @@ def test_missing_optional_package_names_extra(tmp_path, monkeypatch, module, ext
     assert os.path.exists(path)
 
 
-# ================================================ learned-filter analyses (issue 8)
+# ================================================ learned-filter analyses
 def test_mobilenet_overrides_chain_to_7x7():
     from modelcs.experiments.learned import mobilenet_v2_overrides
 

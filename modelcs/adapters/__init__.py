@@ -1,4 +1,4 @@
-"""Thin adapters from trained-network weights to :class:`~modelcs.ConvOperator` (DESIGN.md 2.7).
+"""Thin adapters from trained-network weights to :class:`~modelcs.ConvOperator`.
 
 :func:`conv_layers` reads the convolution layers of a trained network -- a
 ``torch.nn.Module``, a state dict, or a ``.pt``/``.pth``, ``.onnx``, ``.h5``/``.hdf5``

@@ -1,4 +1,4 @@
-"""The adapter's common currency: one trained convolution layer (DESIGN.md Sec. 2.7)."""
+"""The adapter's common currency: one trained convolution layer."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """Coherence of random filter banks at VGG16 / AlexNet layer sizes (Tables 4 and 6).
 
-Invertibility paper (``003_...``), Table 4 (VGG16, Sec. 4.4) and Table 6 (AlexNet,
-App. C.2) list the coherence ``mu`` (footnote 12) of learned filters and of "Gaussian
+Gilbert, Zhang, Lee, Zhang and Lee, *Towards Understanding the Invertibility of
+Convolutional Neural Networks* (long version), Table 4 (VGG16, Sec. 4.4) and Table 6
+(AlexNet, App. C.2) list the coherence ``mu`` (footnote 12) of learned filters and of "Gaussian
 random filters with corresponding sizes".  The paper does not say whether shifted
-copies of the filters count as distinct rows; we report both (DESIGN.md Sec. 3), each
+copies of the filters count as distinct rows; we report both, each
 over several independent draws (mean and min-max), with ``'valid'`` boundaries.
 
 With ``'valid'`` boundaries the coherence does not depend on the input size ``D`` once

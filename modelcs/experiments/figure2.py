@@ -1,6 +1,7 @@
 """Figure 2 of the invertibility paper and the ``modelcs demo`` / ``modelcs rip`` commands.
 
-Invertibility paper (``003_...``), Sec. 4.2 and Figure 2: ``K = 96`` random Gaussian
+Gilbert, Zhang, Lee, Zhang and Lee, *Towards Understanding the Invertibility of
+Convolutional Neural Networks* (long version), Sec. 4.2 and Figure 2: ``K = 96`` random Gaussian
 filters of length ``l = 5`` on ``M = 32`` channels (entries ``N(0, 1)/sqrt(l M)``), input
 size ``D = 32`` (``n = 28`` shifts, ``'valid'``), model-k-sparse codes with ``k = 10`` and
 nonzeros uniform on ``[-1, 1]``; 1000 trials:
@@ -11,8 +12,9 @@ nonzeros uniform on ``[-1, 1]``; 1000 trials:
 (c) the one-step reconstruction error ``||x_hat - x|| / ||x||`` with
     ``x_hat = W^T M(W x, k)`` (Theorem 3.3).  The caption says ``M_fixed`` (naive
     unpooling); over whole blocks that puts every kept value at shift 0 and reconstructs
-    badly, while the paper's "0.1-0.2, below 0.5" matches known switches (DESIGN.md
-    Sec. 3).  We report both, and the error after many IHT iterations (Algorithm 1).
+    badly, while the paper's "0.1-0.2, below 0.5" matches known switches (a
+    point where the paper is loose).  We report both, and the error after many IHT
+    iterations (Algorithm 1).
 
 ``modelcs demo`` (the project's main job, ``make demo``) runs Figure 2, the error of
 model-IHT over iterations, random-vs-adversarial estimates of ``delta_k`` with the
@@ -370,7 +372,7 @@ def _markdown(s: dict[str, Any]) -> str:
         "",
         "Fixed switches put every kept value at shift 0 of its filter block (naive "
         "unpooling over all shifts), so they cannot place atoms where the code had them; "
-        "the paper's 0.1-0.2 matches known switches (DESIGN.md Sec. 3).  Our known-switch "
+        "the paper's 0.1-0.2 matches known switches.  Our known-switch "
         "error itself is larger than the paper's description (median "
         f"{f2['c_one_step_known']['median']:.2f}, max {f2['c_one_step_known']['max']:.2f}); its "
         f"square (median {f2['c_one_step_known_squared']['median']:.2f}, 95th pct "

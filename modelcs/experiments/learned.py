@@ -1,7 +1,10 @@
-"""Learned versus random filters on real trained weights (issue 8).
+"""Learned versus random filters on real trained weights.
 
 Analogues, on an ImageNet MobileNetV2 (or any :func:`modelcs.adapters.conv_layers` source),
-of the papers' learned-filter analyses:
+of the learned-filter analyses of Gilbert, Zhang, Lee, Zhang and Lee, *Towards
+Understanding the Invertibility of Convolutional Neural Networks* ("invertibility paper") and
+Shang, Sohn, Almeida and Lee, *Understanding and Improving Convolutional Neural Networks via
+Concatenated Rectified Linear Units* ("CReLU paper"):
 
 * :func:`coherence_table` -- coherence per layer, learned vs Gaussian random filters of the
   same sizes (invertibility paper, Table 4 / Table 6; footnote 12).

@@ -1,6 +1,10 @@
-"""Frames, CReLU and pseudoinverse reconstruction (CReLU paper and its supplement).
+"""Frames, CReLU and pseudoinverse reconstruction.
 
-See DESIGN.md Sec. 2.4.  Submodules: :mod:`.crelu` (CReLU, pooled CReLU with switches),
+Shang, Sohn, Almeida and Lee, *Understanding and Improving Convolutional Neural Networks
+via Concatenated Rectified Linear Units* (ICML 2016), Sec. 2-3 and the supplement
+(Algorithms 1-2, Theorem A.5, Theorem C.1).
+
+Submodules: :mod:`.crelu` (CReLU, pooled CReLU with switches),
 :mod:`.spectrum` (singular values, frame bounds), :mod:`.pinv` (Algorithms 1-2),
 :mod:`.theory` (Theorem A.5 bound, Theorem C.1, pairing statistics).
 """

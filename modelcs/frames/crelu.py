@@ -1,4 +1,7 @@
-"""CReLU, its inverse, and max-pooled CReLU features with switches (CReLU paper, Def. 2.1).
+"""CReLU, its inverse, and max-pooled CReLU features with switches.
+
+Shang, Sohn, Almeida and Lee, *Understanding and Improving Convolutional Neural Networks
+via Concatenated Rectified Linear Units* (ICML 2016), Def. 2.1 and supplement A.2.
 
 ``crelu`` concatenates ``[h]_+`` and ``[-h]_+`` along the channel axis (positive parts
 first), ``crelu_inverse`` undoes it, and :func:`crelu_pool` computes the

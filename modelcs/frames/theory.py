@@ -1,4 +1,8 @@
-"""Theorem A.5 bound, Theorem C.1 expectation and pairing statistics (CReLU paper).
+"""Theorem A.5 bound, Theorem C.1 expectation and pairing statistics.
+
+Shang, Sohn, Almeida and Lee, *Understanding and Improving Convolutional Neural Networks
+via Concatenated Rectified Linear Units* (ICML 2016), supplement
+(Theorems A.5 and C.1) and Sec. 2.1 (pairing).
 
 Points where the paper is loose, and what is implemented:
 

@@ -1,10 +1,11 @@
-"""Multichannel 1-D/2-D strided convolution as a linear operator (DESIGN.md Sec. 2.1).
+"""Multichannel 1-D/2-D strided convolution as a linear operator.
 
 ``W @ x`` is the cross-correlation summed over input channels that
 ``torch.nn.functional.conv1d/conv2d`` compute; ``W.T @ z`` is its exact adjoint (the
 transposed convolution).  As a matrix ``W`` is ``K*prod(n) x M*prod(D)``: its rows are the
 shifted filters, grouped in ``K`` blocks of ``prod(n)`` rows, one block per filter
-(invertibility paper, Sec. 2.2); in compressive-sensing notation ``Phi = W^T``.
+(Gilbert, Zhang, Lee, Zhang and Lee, *Towards Understanding the Invertibility of
+Convolutional Neural Networks*, Sec. 2.2); in compressive-sensing notation ``Phi = W^T``.
 
 Engines
 -------

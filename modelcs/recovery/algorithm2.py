@@ -1,4 +1,7 @@
-"""Algorithm 2 of the invertibility paper: l1-heuristic support recovery (Sec. 4.4).
+"""Algorithm 2: l1-heuristic support recovery.
+
+Gilbert, Zhang, Lee, Zhang and Lee, *Towards Understanding the Invertibility of
+Convolutional Neural Networks*, Sec. 4.4.
 
 Given a signal ``x`` (e.g. a layer's input) and the filters ``W`` of a convolutional layer
 followed by max pooling, recover a hidden code ``z`` that obeys the pooling model (at most

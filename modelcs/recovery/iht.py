@@ -1,4 +1,7 @@
-"""Model-based Iterative Hard Thresholding (invertibility paper, Algorithm 1).
+"""Model-based Iterative Hard Thresholding.
+
+Gilbert, Zhang, Lee, Zhang and Lee, *Towards Understanding the Invertibility of
+Convolutional Neural Networks*, Algorithm 1 (Sec. 2.3) and Theorem 3.3.
 
 ``z <- M(z + mu * Phi^T (y - Phi z), k)`` for a modelcs operator ``Phi`` (in the paper
 ``Phi = W^T``) and a sparsity model ``M`` from :mod:`modelcs.models`.  One iteration from

@@ -5,8 +5,9 @@ Solves, for every signal ``y_b`` of a batch and independently,
 .. math::  \\min_z \\; \\tfrac12 \\|y_b - \\Phi z\\|_2^2 + \\lambda_b \\|z\\|_1
            \\quad (\\text{optionally } z_i = 0 \\text{ off a support } S_b),
 
-the problem of steps 1 and 3 of Algorithm 2 of the invertibility paper (``003_...``,
-Sec. 4.4), where ``Phi = W^T`` is the synthesis operator of a convolution ``W``.  Note the
+the problem of steps 1 and 3 of Algorithm 2 of Gilbert, Zhang, Lee, Zhang and Lee,
+*Towards Understanding the Invertibility of Convolutional Neural Networks* (Sec. 4.4), where
+``Phi = W^T`` is the synthesis operator of a convolution ``W``.  Note the
 factor ``1/2``: the paper writes ``||x - W^T z||^2 + lambda ||z||_1``, i.e. its ``lambda``
 is twice the ``lam`` used here.
 
