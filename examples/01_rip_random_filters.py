@@ -1,4 +1,5 @@
 """Model-RIP of random convolutional filters: more channels, better isometry.
+==========================================================================
 
 Gilbert, Zhang, Lee, Zhang and Lee, *Towards Understanding the Invertibility of
 Convolutional Neural Networks*, Theorem 3.1: random Gaussian filters give ``W^T`` the

@@ -1,4 +1,5 @@
 """One IHT step is a CNN layer.
+=============================
 
 Gilbert, Zhang, Lee, Zhang and Lee, *Towards Understanding the Invertibility of
 Convolutional Neural Networks*, Sec. 2.3, Algorithm 1

@@ -1,4 +1,5 @@
 """03 - Phase transition: model-based IHT vs plain IHT vs Lasso.
+=============================================================
 
 Why does *model-based* compressive sensing exist?  A convolutional code ``z`` (one response
 map per filter) is not just k-sparse: in the invertibility paper's model at most one entry
@@ -9,9 +10,12 @@ filters W, model-k-sparse codes z, measure x = W^T z and try to recover z; the h
 the fraction of codes recovered to 1e-4 relative error, and the 50% contour is the "phase
 transition".  More channels = more measurements = larger recoverable k.
 
-Run:  python examples/03_phase_transition.py [--out DIR] [--workers N]
-      MODELCS_EXAMPLE_SMALL=1 for a tiny grid (seconds).  ``--workers 2`` repeats the sweep on
-      a 2-process Dask LocalCluster and checks that the numbers are identical.
+Run::
+
+    python examples/03_phase_transition.py [--out DIR] [--workers N]
+
+``MODELCS_EXAMPLE_SMALL=1`` for a tiny grid (seconds).  ``--workers 2`` repeats the sweep on
+a 2-process Dask LocalCluster and checks that the numbers are identical.
 The full demo grid is ``modelcs phase`` (a few minutes; add ``--scheduler ADDRESS`` to use a
 Dask cluster).
 """

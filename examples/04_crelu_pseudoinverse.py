@@ -1,4 +1,5 @@
 """CReLU keeps the span of the shifted filters; pseudoinverse reconstruction with random filters.
+==============================================================================================
 
 CReLU paper (Shang et al. 2016) and its supplement.  This script shows
 

@@ -1,4 +1,5 @@
 """Example 05: Algorithm 2 (l1-heuristic support recovery) on random VGG16 conv5_2-sized filters.
+==============================================================================================
 
 Gilbert, Zhang, Lee, Zhang and Lee, *Towards Understanding the Invertibility of
 Convolutional Neural Networks*, Sec. 4.4 and Fig. 3 b/c, with random Gaussian filters in

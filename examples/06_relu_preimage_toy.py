@@ -1,4 +1,5 @@
 """Figure 1 of "Invariance and Inverse Stability under ReLU": a 2-D toy.
+=====================================================================
 
 A ReLU network with one hidden layer of 3 neurons is trained (scikit-learn, offline) to tell
 two concentric circles apart.  Over a grid of inputs x we show

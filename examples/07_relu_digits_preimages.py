@@ -1,4 +1,5 @@
 """Figure 4 (and Fig. 7) of "Invariance and Inverse Stability under ReLU" on sklearn's digits.
+===========================================================================================
 
 MLPs 64 -> w -> 32 -> 10 with ReLU units (first-layer widths w = 80, 96, 128) are trained
 offline on scikit-learn's bundled 8x8 digits (no download).  For every test image x we take

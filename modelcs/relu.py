@@ -638,7 +638,7 @@ def linearize(
     keep_matrices: bool = False,
     rtol: float | None = None,
 ) -> list[LayerLinearization]:
-    """Linearization ``A_P = D_{I_L} A_L ... D_{I_1} A_1`` of a ReLU network at ``x`` (Sec. 3).
+    """Linearization ``A_P = D_{I_L} A_L ··· D_{I_1} A_1`` of a ReLU network at ``x`` (Sec. 3).
 
     The network is ``x_l = ReLU(A_l x_{l-1} + b_l)``.  Inside the input polytope ``P`` that
     contains ``x`` the network up to layer ``l`` is affine with matrix
