@@ -219,17 +219,6 @@ def test_plot_writes_a_png(tmp_path):
     assert (tmp_path / "one.png").stat().st_size > 0
 
 
-def test_progress_bar_only_on_a_terminal(monkeypatch):
-    pytest.importorskip("tqdm")
-    monkeypatch.setattr("sys.stderr.isatty", lambda: False, raising=False)
-    assert phase._progress_bar(5, True) is None
-    monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
-    bar = phase._progress_bar(5, True)
-    assert bar is not None and bar.total == 5
-    bar.close()
-    assert phase._progress_bar(5, False) is None
-
-
 # ------------------------------------------------------------------- bad input
 @pytest.mark.parametrize(
     "change, exc, match",

@@ -29,13 +29,13 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from .._progress import progress_bar
 from ..models import ModelSparse
 from ..operators.conv import ConvOperator
 from ..rip import estimate_delta, rip_ratios, theorem31_condition, theorem33_bound
@@ -156,28 +156,6 @@ def figure2_experiment(
 
 
 # ------------------------------------------------------------------------- demo
-def _progress_bar(total: int, enabled: bool) -> Any:
-    """A tqdm bar on stderr when it is a terminal (and tqdm is installed), else a no-op."""
-
-    class _Null:
-        def update(self, n: int = 1) -> None:
-            pass
-
-        def set_postfix_str(self, s: str) -> None:
-            pass
-
-        def close(self) -> None:
-            pass
-
-    if not enabled:
-        return _Null()
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        return _Null()
-    return tqdm(total=total, desc="modelcs demo", unit="step", file=sys.stderr, leave=False)
-
-
 def run_demo(
     out: str = "demo-output",
     *,
@@ -193,7 +171,7 @@ def run_demo(
 
     Returns the JSON summary (a dict).  ``tables`` selects the coherence tables
     (``"vgg16"``, ``"alexnet"``).  ``progress=None`` shows a progress bar only when stderr
-    is a terminal.
+    is a terminal, ``True`` always, ``False`` never.
     """
     from ..plotting import (
         plot_coherence_table,
@@ -207,14 +185,12 @@ def run_demo(
         if key not in ct.TABLES:
             raise ValueError(f"unknown table {key!r}; expected some of {sorted(ct.TABLES)}")
     os.makedirs(out, exist_ok=True)
-    if progress is None:
-        progress = sys.stderr.isatty()
     n_coh = draws * sum(ct.n_distinct_sizes(ct.TABLES[key][1]) for key in tables)
-    bar = _progress_bar(4 + (1 if iht_iters else 0) + n_coh + 1, bool(progress))
+    bar = progress_bar(4 + (1 if iht_iters else 0) + n_coh + 1, desc="modelcs demo",
+                       progress=progress)
 
     def tick(label: str) -> None:
-        bar.set_postfix_str(label)
-        bar.update(1)
+        bar.update(label=label)
 
     timings: dict[str, float] = {}
     try:

@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -62,6 +61,7 @@ from typing import Any
 
 import numpy as np
 
+from .._progress import Progress, progress_bar
 from .._validation import as_int_tuple, check_positive_int
 from ..operators import ConvOperator
 
@@ -481,16 +481,6 @@ def _check_increasing(name: str, values: Any) -> tuple[int, ...]:
     return out
 
 
-def _progress_bar(total: int, progress: bool) -> Any:
-    if not progress or not sys.stderr.isatty():
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is optional
-        return None
-    return tqdm(total=total, desc="phase transition", unit="cell")
-
-
 def phase_transition(
     *,
     K: int,
@@ -587,20 +577,17 @@ def phase_transition(
         _Cell(a, K, lt, Dt, M, k, trials, int(seed), float(success_tol))
         for a in at for M in ct for k in kt
     ]
-    bar = _progress_bar(len(cells), progress)
     t0 = time.perf_counter()
-    try:
+    # progress=True keeps its documented meaning here: a bar only on a terminal
+    with progress_bar(len(cells), desc="phase transition", unit="cell",
+                      progress=None if progress else False, leave=True) as bar:
         if client is None:
             out = []
             for c in cells:
                 out.append(_run_cell(c))
-                if bar is not None:
-                    bar.update(1)
+                bar.update()
         else:
             out = _run_on_dask(client, cells, bar)
-    finally:
-        if bar is not None:
-            bar.close()
     elapsed = time.perf_counter() - t0
     shape = (len(at), len(ct), len(kt))
     return PhaseTransitionResult(
@@ -617,14 +604,14 @@ def phase_transition(
 _CellOut = tuple[int, float, float, float]
 
 
-def _run_on_dask(client: Any, cells: list[_Cell], bar: Any) -> list[_CellOut]:
+def _run_on_dask(client: Any, cells: list[_Cell], bar: Progress) -> list[_CellOut]:
     """Submit one task per cell, gather in grid order (progress as tasks complete)."""
     from distributed import as_completed
 
     futures = [client.submit(_run_cell, c, pure=False) for c in cells]
-    if bar is not None:
+    if bar.enabled:
         for _ in as_completed(futures):
-            bar.update(1)
+            bar.update()
     return list(client.gather(futures))
 
 
