@@ -20,6 +20,8 @@ from .frames import reconstruction_ratio as reconstruction_ratio
 from .frames import singular_values as singular_values
 from .frames import theorem_a5_bound as theorem_a5_bound
 from .frames import theorem_c1_ratio as theorem_c1_ratio
+from .inversion import InversionResult as InversionResult
+from .inversion import invert_network as invert_network
 from .models import BlockSparse as BlockSparse
 from .models import ModelSparse as ModelSparse
 from .models import TopKSparse as TopKSparse
