@@ -1,7 +1,9 @@
-"""Figure helpers for the experiments (matplotlib, imported lazily, Agg backend).
+"""Figure helpers for the experiments (matplotlib, imported lazily).
 
 Each function takes plain arrays / dicts of numbers and writes one PNG; nothing here
-computes results.  Install the ``plot`` extra (``pip install 'modelcs[plot]'``).
+computes results.  Figures are built as :class:`matplotlib.figure.Figure` objects and
+saved directly, without pyplot: the user's matplotlib backend and pyplot state are never
+touched.  Install the ``plot`` extra (``pip install 'modelcs[plot]'``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "pyplot",
+    "subplots",
     "plot_figure2",
     "plot_error_over_iterations",
     "plot_coherence_table",
@@ -21,25 +23,29 @@ __all__ = [
 ]
 
 
-def pyplot() -> Any:
-    """``matplotlib.pyplot`` with the non-interactive Agg backend (lazy import)."""
+def subplots(nrows: int = 1, ncols: int = 1, **kwargs: Any) -> tuple[Any, Any]:
+    """``(figure, axes)`` like ``pyplot.subplots``, without pyplot (lazy import).
+
+    The figure is a plain :class:`matplotlib.figure.Figure`: it is not registered with
+    pyplot, needs no backend switch and is freed with its last reference.  Keyword
+    arguments ``figsize``, ``dpi`` and ``layout`` go to the figure, the others to
+    :meth:`~matplotlib.figure.Figure.subplots`.
+    """
     try:
-        import matplotlib
+        from matplotlib.figure import Figure
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
             "plotting needs matplotlib: pip install 'modelcs[plot]'"
         ) from exc
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig_kw = {k: kwargs.pop(k) for k in ("figsize", "dpi", "layout") if k in kwargs}
+    fig = Figure(**fig_kw)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 def _save(fig: Any, path: str) -> str:
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    pyplot().close(fig)
     return path
 
 
@@ -62,8 +68,7 @@ def plot_figure2(
     ``errors`` maps a legend label to per-trial errors (e.g. one step with known / fixed
     switches); ``notes`` are extra text lines drawn in panel (c).
     """
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    fig, axes = subplots(1, 3, figsize=(14, 3.8))
     _hist(axes[0], iso, "C0", f"mean {iso.mean():.3f}")
     axes[0].axvline(1.0, color="k", lw=0.8, ls="--")
     axes[0].set_title("(a) $\\|W^T z\\|_2 / \\|z\\|_2$ (model-RIP, eq. 1)")
@@ -100,8 +105,7 @@ def plot_error_over_iterations(
     ``curves`` maps a label to an array ``(n_iter, n_trials)``; the median and the
     5-95 % band over trials are drawn on a log scale.
     """
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = subplots(figsize=(6.5, 4))
     for i, (label, E) in enumerate(curves.items()):
         E = np.asarray(E, dtype=np.float64)
         it = np.arange(1, E.shape[0] + 1)
@@ -130,8 +134,7 @@ def plot_coherence_table(
     Each table is ``{"name": str, "rows": [{"layer", "paper_random", "paper_learned",
     "shifts": {"mean","min","max"}, "no_shifts": {...}}, ...]}``.
     """
-    plt = pyplot()
-    fig, axes = plt.subplots(
+    fig, axes = subplots(
         1, len(tables), figsize=(6.5 * len(tables), 4), squeeze=False,
         gridspec_kw={"width_ratios": [max(len(t["rows"]), 1) for t in tables]},
     )
@@ -166,8 +169,7 @@ def plot_coherence_table(
 def plot_delta_search(traces: Mapping[str, Sequence[Sequence[float]]], path: str, *,
                       title: str = "") -> str:
     """Best distortion found against the number of supports evaluated, per search."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+    fig, ax = subplots(figsize=(6, 3.8))
     for i, (label, tr) in enumerate(traces.items()):
         a = np.asarray(tr, dtype=np.float64)
         ax.step(a[:, 0], a[:, 1], where="post", color=f"C{i}", label=label)

@@ -282,23 +282,27 @@ def bank_from_args(args: argparse.Namespace, rng: np.random.Generator,
         w = load_filters(args.filters, args.key)
         return w, args.D
     d = len(args.l)
-    D = _broadcast(args.D if args.D is not None else default_D[:1], d, "--D")
+    D = broadcast_option(args.D if args.D is not None else default_D[:1], d, "--D")
     D = (D,) if isinstance(D, int) else D
     L = math.prod(args.l)
     w = rng.standard_normal((args.K, args.M, *args.l)) / math.sqrt(args.M * L)
     return w, D
 
 
-def _broadcast(v: tuple[int, ...], d: int, name: str) -> Any:
-    """An option value for ``d`` spatial axes (one int repeats); a plain int in 1-D."""
+def broadcast_option(v: tuple[int, ...], d: int, name: str) -> Any:
+    """An option value for ``d`` spatial axes (one int repeats); a plain int in 1-D.
+
+    ``name`` is the option as the user typed it (``"--D"``), used in the error message.
+    """
     full = v * d if len(v) == 1 else v
     if len(full) != d:
         raise ValueError(f"{name} {','.join(map(str, v))} does not match {d}-D filters")
     return full[0] if d == 1 else full
 
 
-def _geometry(args: argparse.Namespace, w: np.ndarray) -> Any:
-    return _broadcast(args.stride, w.ndim - 2, "--stride")
+def stride_option(args: argparse.Namespace, w: np.ndarray) -> Any:
+    """The ``--stride`` option for the spatial axes of the filters ``w``."""
+    return broadcast_option(args.stride, w.ndim - 2, "--stride")
 
 
 # ------------------------------------------------------------------ subcommand
@@ -348,10 +352,10 @@ def _cmd_coherence(args: argparse.Namespace) -> int:
     w = None
     for _ in range(n_draws):
         w, D = bank_from_args(args, rng, (14,))
-        stride = _geometry(args, w)
+        stride = stride_option(args, w)
         for m in modes:
             if m:
-                Din = None if D is None else _broadcast(D, w.ndim - 2, "--D")
+                Din = None if D is None else broadcast_option(D, w.ndim - 2, "--D")
                 vals[m].append(coherence(w, shifts=True, input_shape=Din, stride=stride,
                                          padding=args.padding))
             else:

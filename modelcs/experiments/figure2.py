@@ -515,8 +515,8 @@ def _cmd_rip(args: argparse.Namespace) -> int:
     if D is None:
         raise ValueError("--D (input size) is required with --filters")
     d = w.ndim - 2
-    Din = ct._broadcast(D, d, "--D")
-    W = ConvOperator(w, Din, stride=ct._geometry(args, w), padding=args.padding)
+    Din = ct.broadcast_option(D, d, "--D")
+    W = ConvOperator(w, Din, stride=ct.stride_option(args, w), padding=args.padding)
     if args.pool is not None and isinstance(args.pool, tuple) and len(args.pool) != d:
         raise ValueError(f"--pool {args.pool} does not match {d}-D filters")
     model = ModelSparse(args.k, pool=args.pool, ndim=d)

@@ -18,8 +18,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._backend import get_array_module, to_numpy
-from .._validation import as_int_tuple, check_finite
+from .._validation import check_finite
 from ..operators import LinearOperator
+from ._pooling import pool_geometry, pooling_windows
 
 __all__ = ["crelu", "crelu_inverse", "crelu_pool", "PooledCReLU"]
 
@@ -144,37 +145,6 @@ class PooledCReLU(NamedTuple):
     code: Any
 
 
-def _window_index(n: tuple[int, ...], pool: tuple[int, ...], stride: tuple[int, ...]) -> Any:
-    """Flat indices into ``n`` of every pooling window: ``(P, Lw)`` and the pooled grid."""
-    d = len(n)
-    p = tuple((n[a] - pool[a]) // stride[a] + 1 for a in range(d))
-    starts = np.stack(np.meshgrid(*[np.arange(pa) * sa for pa, sa in zip(p, stride, strict=True)],
-                                  indexing="ij"), axis=-1).reshape(-1, d)
-    offs = np.stack(np.meshgrid(*[np.arange(q) for q in pool], indexing="ij"),
-                    axis=-1).reshape(-1, d)
-    pos = starts[:, None, :] + offs[None, :, :]  # (P, Lw, d)
-    flat = np.ravel_multi_index(tuple(pos[..., a] for a in range(d)), n)
-    return flat, p
-
-
-def _pool_geometry(
-    n: tuple[int, ...], pool: Any, stride: Any
-) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    d = len(n)
-    if pool is None:
-        if stride is not None:
-            raise ValueError("parameter 'stride' needs 'pool'; pool=None pools the whole map")
-        return n, n
-    pl = as_int_tuple("pool", pool, d)
-    st = pl if stride is None else as_int_tuple("stride", stride, d)
-    for a in range(d):
-        if pl[a] > n[a]:
-            raise ValueError(
-                f"parameter 'pool'={pl} is larger than the response grid n={n} along axis {a}"
-            )
-    return pl, st
-
-
 def crelu_pool(
     W: LinearOperator, x: Any, *, pool: Any = None, stride: Any = None
 ) -> PooledCReLU:
@@ -224,8 +194,8 @@ def crelu_pool(
     K, n = W.out_shape[0], tuple(W.out_shape[1:])
     if not n:
         raise ValueError(f"operator output shape {W.out_shape} has no spatial axes to pool")
-    pl, st = _pool_geometry(n, pool, stride)
-    widx, pshape = _window_index(n, pl, st)  # (P, Lw)
+    pl, st = pool_geometry(n, pool, stride)
+    widx, pshape = pooling_windows(n, pl, st)  # (P, Lw)
     B, N, P = hb.shape[0], math.prod(n), widx.shape[0]
     hf = hb.reshape(B, K, N)
     widx_x = xp.asarray(widx)

@@ -33,7 +33,8 @@ import numpy as np
 from .._backend import get_array_module, to_numpy
 from .._validation import check_finite
 from ..operators import ConvOperator, LinearOperator
-from .crelu import _pool_geometry, _window_index, crelu_pool
+from ._pooling import pool_geometry, pooling_windows
+from .crelu import crelu_pool
 
 __all__ = ["theorem_a5_bound", "theorem_c1_ratio", "pairing_cosines"]
 
@@ -105,13 +106,13 @@ def theorem_a5_bound(
     cb = (coef if batched else coef[None]).astype(np.result_type(W.dtype, np.float32))
     B, K, n = cb.shape[0], W.out_shape[0], tuple(W.out_shape[1:])
     N = math.prod(n)
-    pl, st = _pool_geometry(n, pool, stride)
+    pl, st = pool_geometry(n, pool, stride)
     if any(s < p for s, p in zip(st, pl, strict=True)):
         raise ValueError(
             f"theorem_a5_bound needs non-overlapping pooling regions (stride >= pool); got "
             f"pool={pl}, stride={st}"
         )
-    widx, _ = _window_index(n, pl, st)  # (P, Lw)
+    widx, _ = pooling_windows(n, pl, st)  # (P, Lw)
     P = widx.shape[0]
     region = np.full(N, -1, dtype=np.int64)
     region[widx.reshape(-1)] = np.repeat(np.arange(P), widx.shape[1])
