@@ -9,6 +9,7 @@ Conventions: signals ``(M, *D)`` or ``(B, M, *D)``, filters ``(K, M, *l)``,
 """
 
 # Each line re-exports one public name ("X as X" marks it public for ruff and mypy).
+from ._safeio import UnsafeFileError as UnsafeFileError
 from .experiments.phase import phase_transition as phase_transition
 from .frames import crelu as crelu
 from .frames import crelu_inverse as crelu_inverse

@@ -654,7 +654,7 @@ def test_bad_inputs(tmp_path):
 @pytest.mark.parametrize(
     "module, ext, extra",
     [("torch", ".pt", "modelcs[torch]"), ("onnx", ".onnx", "modelcs[adapters]"),
-     ("h5py", ".h5", "modelcs[adapters]"), ("safetensors", ".safetensors", "modelcs[adapters]")],
+     ("h5py", ".h5", "modelcs[adapters]")],
 )
 def test_missing_optional_package_names_extra(tmp_path, monkeypatch, module, ext, extra):
     path = tmp_path / f"m{ext}"
@@ -663,6 +663,16 @@ def test_missing_optional_package_names_extra(tmp_path, monkeypatch, module, ext
     with pytest.raises(ImportError, match=re.escape(f"pip install '{extra}'")):
         conv_layers(path)
     assert os.path.exists(path)
+
+
+def test_safetensors_read_without_the_package(tmp_path, monkeypatch):
+    """.safetensors is parsed by modelcs itself (strict header checks): no extra needed."""
+    st = pytest.importorskip("safetensors.numpy")
+    path = tmp_path / "m.safetensors"
+    w = np.arange(6, dtype=np.float32).reshape(2, 1, 3)
+    st.save_file({"c.weight": w}, str(path))
+    monkeypatch.setitem(sys.modules, "safetensors", None)
+    np.testing.assert_array_equal(conv_layers(path)["c"].filters, w)
 
 
 # ================================================ learned-filter analyses

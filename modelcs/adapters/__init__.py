@@ -30,9 +30,28 @@ What each source carries
   ``.safetensors`` / dicts.  Transposed convolutions stored in a bare state dict cannot be
   told apart from convolutions (same rank); drop them with ``include``.
 
-Security: nothing untrusted is unpickled -- ``torch.load(..., weights_only=True)`` and
-``numpy.load(..., allow_pickle=False)``; a checkpoint that needs arbitrary objects raises
-``ValueError`` and runs nothing.  ONNX, HDF5 and safetensors are parsed as data.
+Security: every file is hostile until checked, and every refusal is one exception,
+:class:`UnsafeFileError` (a ``ValueError``), naming the file and the reason.
+
+* Only regular, non-empty files are opened (with ``O_NONBLOCK``, checked by ``fstat``): a
+  directory, FIFO, device or socket is refused before anything blocks or is read.  A
+  symbolic link is followed only when its target lies inside the link's own folder (pass
+  ``os.path.realpath(p)`` to read a target you trust elsewhere, e.g. a hub cache blob).
+* Nothing is unpickled: ``.npz`` members with object arrays are refused; ``.pt``/``.pth``
+  go through ``torch.load(..., weights_only=True)`` after the storage sizes their pickle
+  declares were found *without executing it* and checked.
+* Every declared size (``.npy`` headers in ``.npz``, safetensors headers, torch storages,
+  ONNX tensor dims, HDF5 dataspaces) is checked against ``max_bytes`` (default 4 GiB,
+  capped by the memory available) and against the bytes actually present before
+  anything is allocated; compressed members (zip, HDF5 chunks, fill values) may not expand
+  more than 100x.
+* Integrity the formats carry is enforced: zip CRC-32 (``.npz``, torch zip checkpoints),
+  HDF5 Fletcher-32 and metadata checksums, safetensors header consistency (contiguous,
+  in-bounds ranges, ``dtype * shape`` = byte length).  Formats without checksums (ONNX,
+  safetensors data, legacy torch files) cannot reveal a flipped byte inside the data.
+* Nothing outside the file is read: HDF5 external links, external storage and virtual
+  datasets are refused; ONNX external data only with ``external_data=True``, and only
+  from regular files inside the model's folder.
 
 Optional packages: ``torch`` (``pip install 'modelcs[torch]'``), ``onnx``, ``h5py``,
 ``safetensors`` (``pip install 'modelcs[adapters]'``); a missing one raises ``ImportError``
@@ -58,11 +77,12 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .._safeio import UnsafeFileError
 from ._layer import ConvLayer
 from .arrays import from_arrays, load_npz, load_safetensors
 from .network import Network, network
 
-__all__ = ["ConvLayer", "Network", "conv_layers", "network"]
+__all__ = ["ConvLayer", "Network", "UnsafeFileError", "conv_layers", "network"]
 
 _OVERRIDES = ("stride", "padding", "dilation", "groups")
 
@@ -113,6 +133,8 @@ def conv_layers(
     groups: Any = None,
     layout: str = "OIHW",
     include: Callable[[str], bool] | None = None,
+    max_bytes: int | None = None,
+    external_data: bool = False,
 ) -> dict[str, ConvLayer]:
     """The convolution layers of a trained network, in order, as ``{name: ConvLayer}``.
 
@@ -134,6 +156,12 @@ def conv_layers(
         modules, ONNX and Keras files, whose layout is known.
     include : callable, optional
         Keep only layers whose name satisfies ``include(name)``.
+    max_bytes : int, optional
+        Memory budget for reading a file: every size its headers declare is checked against
+        it before anything is allocated.  Default 4 GiB, capped by the memory available.
+    external_data : bool, default False
+        ONNX only: read tensors stored in separate files, from regular files inside the
+        model's own folder.  Without it such a model is refused.
 
     Returns
     -------
@@ -143,9 +171,15 @@ def conv_layers(
 
     Raises
     ------
+    UnsafeFileError
+        (a ``ValueError``) The file was refused: not a regular file (directory, FIFO,
+        device), a link leaving its folder, empty, truncated or corrupt (checksums, header
+        consistency), larger than ``max_bytes`` or a compression bomb, reaching outside
+        itself (HDF5 external storage/links, virtual datasets, ONNX external data), or a
+        checkpoint that is not plain tensors (never unpickled).  The message names the
+        file and the reason.
     ValueError
-        Unknown file type, a checkpoint that is not plain tensors (refused, never
-        unpickled), a bad override.
+        Unknown file type, a bad override.
     ImportError
         The reader for the format is not installed (the message names the extra).
     FileNotFoundError
@@ -156,25 +190,25 @@ def conv_layers(
     layers: dict[str, ConvLayer]
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
-        if not os.path.exists(path):
+        if not os.path.lexists(path):
             raise FileNotFoundError(f"parameter 'source': no such file {path!r}")
         ext = os.path.splitext(path)[1].lower()
         if ext in (".pt", ".pth", ".bin", ".ckpt"):
             from .torch import load_state_dict
 
-            layers = from_arrays(load_state_dict(path), layout=layout)
+            layers = from_arrays(load_state_dict(path, max_bytes=max_bytes), layout=layout)
         elif ext == ".onnx":
             from .onnx import from_onnx
 
-            layers = from_onnx(path)
+            layers = from_onnx(path, external_data=external_data, max_bytes=max_bytes)
         elif ext in (".h5", ".hdf5"):
             from .keras import from_keras_h5
 
-            layers = from_keras_h5(path)
+            layers = from_keras_h5(path, max_bytes=max_bytes)
         elif ext == ".safetensors":
-            layers = from_arrays(load_safetensors(path), layout=layout)
+            layers = from_arrays(load_safetensors(path, max_bytes=max_bytes), layout=layout)
         elif ext == ".npz":
-            layers = from_arrays(load_npz(path), layout=layout)
+            layers = from_arrays(load_npz(path, max_bytes=max_bytes), layout=layout)
         else:
             raise ValueError(
                 f"parameter 'source': unknown file type {ext!r} for {path!r}; expected one of "
@@ -190,7 +224,7 @@ def conv_layers(
         if type(source).__name__ == "ModelProto" and hasattr(source, "graph"):
             from .onnx import from_onnx
 
-            layers = from_onnx(source)
+            layers = from_onnx(source, max_bytes=max_bytes)
         else:
             raise TypeError(
                 "parameter 'source' must be a torch.nn.Module, a state dict (Mapping), an "

@@ -11,14 +11,17 @@ shape ``(K,)``.
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
-import zipfile
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from ._layer import ConvLayer, missing_extra
+from .._memory import file_budget, format_bytes
+from .._safeio import UnsafeFileError, open_regular, read_exact, read_npz
+from ._layer import ConvLayer
 
 __all__ = ["from_arrays", "load_npz", "load_safetensors", "to_numpy_array"]
 
@@ -125,61 +128,126 @@ def from_arrays(mapping: Mapping[str, Any], *, layout: str = "OIHW") -> dict[str
     return layers
 
 
-def load_npz(path: str) -> dict[str, np.ndarray]:
-    """Arrays of an ``.npz`` file, read with ``allow_pickle=False`` (object arrays refused)."""
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path!r} is not a readable .npz archive (not a zip file)")
+def load_npz(path: str, *, max_bytes: int | None = None) -> dict[str, np.ndarray]:
+    """Arrays of an ``.npz`` file, trusting nothing in it.
+
+    Only a regular file is opened; every member's declared size is checked against the
+    zip directory, a compression-bomb ratio and ``max_bytes`` (default
+    :data:`modelcs._memory.DEFAULT_FILE_BUDGET`, capped by the available memory) before it
+    is read; CRC-32 checksums are verified; object (pickled) arrays are refused, never
+    unpickled.  Every refusal is an :class:`~modelcs.UnsafeFileError` naming the file.
+    """
+    return read_npz(path, max_bytes=file_budget(max_bytes))
+
+
+# safetensors dtype -> NumPy dtype ('BF16' is widened to float32 after reading)
+_ST_DTYPES = {
+    "F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
+    "I16": "<i2", "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1",
+    "BOOL": "?",
+}
+_ST_MAX_HEADER = 100_000_000  # the format's own limit
+
+
+def _st_header(path: str, fh: Any, size: int) -> list[tuple[str, str, tuple[int, ...], int, int]]:
+    """Parse and check a safetensors header: ``[(name, dtype, shape, begin, end)]``."""
+    head = fh.read(8)
+    if len(head) < 8:
+        raise UnsafeFileError(path, "not a readable .safetensors file (shorter than 8 bytes)")
+    n = int.from_bytes(head, "little")
+    if n < 2 or n > _ST_MAX_HEADER or n > size - 8:
+        raise UnsafeFileError(
+            path, f"not a readable .safetensors file: header length {n} does not fit the "
+            f"file of {size} bytes"
+        )
+    raw = fh.read(n)
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in pairs]
+        if len(set(keys)) != len(keys):
+            raise ValueError("duplicate key in the header")
+        return dict(pairs)
+
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except ValueError as exc:
-        raise ValueError(
-            f"refusing to load {path!r}: it holds pickled objects (object arrays), which are "
-            f"never unpickled ({exc})"
-        ) from exc
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ValueError(f"{path!r} is not a readable .npz archive: {exc}") from exc
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise UnsafeFileError(path, f"not a readable .safetensors file: bad header ({exc})") \
+            from None
+    if not isinstance(header, dict):
+        raise UnsafeFileError(path, "not a readable .safetensors file: header is not an object")
+    entries = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        ok = (
+            isinstance(info, dict)
+            and isinstance(info.get("dtype"), str)
+            and isinstance(info.get("shape"), list)
+            and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                    for s in info["shape"])
+            and isinstance(info.get("data_offsets"), list)
+            and len(info["data_offsets"]) == 2
+            and all(isinstance(o, int) and not isinstance(o, bool) and o >= 0
+                    for o in info["data_offsets"])
+        )
+        if not ok:
+            raise UnsafeFileError(
+                path, f"not a readable .safetensors file: malformed entry for tensor {name!r}"
+            )
+        dt = info["dtype"]
+        if dt not in _ST_DTYPES:
+            raise UnsafeFileError(path, f"tensor {name!r} has dtype {dt!r}, which is not "
+                                  f"supported (expected one of {sorted(_ST_DTYPES)})")
+        begin, end = info["data_offsets"]
+        shape = tuple(info["shape"])
+        need = math.prod(shape) * np.dtype(_ST_DTYPES[dt]).itemsize
+        if end - begin != need:
+            raise UnsafeFileError(
+                path, f"tensor {name!r} declares shape {shape} {dt} ({need} bytes) but its "
+                f"data_offsets [{begin}, {end}] span {end - begin} bytes"
+            )
+        entries.append((str(name), dt, shape, begin, end))
+    entries.sort(key=lambda e: (e[3], e[4]))
+    pos, data_size = 0, size - 8 - n
+    for name, _, _, begin, end in entries:
+        if begin != pos:
+            raise UnsafeFileError(
+                path, f"tensor {name!r} starts at byte {begin} of the data, expected {pos} "
+                "(tensors must be contiguous, without gaps or overlaps)"
+            )
+        pos = end
+    if pos != data_size:
+        raise UnsafeFileError(
+            path, f"the header indexes {pos} bytes of data but the file holds {data_size} "
+            "(truncated, or bytes outside every tensor)"
+        )
+    return entries
 
 
-def load_safetensors(path: str) -> dict[str, Any]:
-    """Tensors of a ``.safetensors`` file as NumPy arrays (bfloat16 via torch if present)."""
-    try:
-        from safetensors import safe_open
-    except ImportError as exc:
-        raise missing_extra("safetensors", "adapters", "reading .safetensors") from exc
-    order = _safetensors_order(path)
+def load_safetensors(path: str, *, max_bytes: int | None = None) -> dict[str, Any]:
+    """Tensors of a ``.safetensors`` file as NumPy arrays, in storage order.
 
-    def read(framework: str) -> dict[str, Any]:
-        with safe_open(path, framework=framework) as f:
-            return {k: f.get_tensor(k) for k in sorted(f.keys(), key=lambda k: order.get(k, -1))}
-
-    try:
-        return read("numpy")
-    except Exception as exc:  # SafetensorError (not a ValueError) or a dtype NumPy lacks
-        if "bf16" not in str(exc).lower() and "bfloat16" not in str(exc).lower():
-            raise ValueError(f"{path!r} is not a readable .safetensors file: {exc}") from exc
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            raise ValueError(
-                f"{path!r}: bfloat16 tensors have no NumPy dtype; reading them needs PyTorch: "
-                "pip install 'modelcs[torch]'"
-            ) from exc
-    return read("pt")
-
-
-def _safetensors_order(path: str) -> dict[str, int]:
-    """Storage offset of every tensor (``safe_open`` lists keys sorted by name)."""
-    try:
-        with open(path, "rb") as fh:
-            n = int.from_bytes(fh.read(8), "little")
-            if n <= 0 or n > 100_000_000:
-                return {}
-            header = json.loads(fh.read(n))
-        return {
-            k: int(v["data_offsets"][0])
-            for k, v in header.items()
-            if isinstance(v, dict) and "data_offsets" in v
-        }
-    except (OSError, ValueError, TypeError, KeyError, IndexError):
-        return {}
+    Parsed here (no third-party reader): the header must be valid JSON without duplicate
+    keys, every tensor's ``dtype * shape`` must equal its byte range, the ranges must be
+    contiguous and cover the data exactly, and the total must fit ``max_bytes``.  BF16
+    becomes float32.  Refusals are :class:`~modelcs.UnsafeFileError`.  (The format carries
+    no checksum: a flipped byte inside the tensor data cannot be detected.)
+    """
+    budget = file_budget(max_bytes)
+    with open_regular(path, max_bytes=budget + _ST_MAX_HEADER + 8) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        entries = _st_header(path, fh, size)
+        total = sum(e[4] - e[3] for e in entries)
+        if total > budget:
+            raise UnsafeFileError(
+                path, f"its tensors declare {format_bytes(total)}, more than the memory "
+                f"budget max_bytes={budget} ({format_bytes(budget)})"
+            )
+        out: dict[str, Any] = {}
+        for name, dt, shape, _, _ in entries:
+            arr = np.empty(shape, dtype=_ST_DTYPES[dt])
+            read_exact(fh, arr, path=path, what=f"tensor {name!r}")
+            if dt == "BF16":
+                arr = (arr.astype(np.uint32) << 16).view(np.float32)
+            out[name] = arr
+    return out

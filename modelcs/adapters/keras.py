@@ -19,11 +19,14 @@ input size), ``'causal'`` (``Conv1D``) -> ``((dilation*(l-1), 0),)``.  Nested mo
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
 import numpy as np
 
+from .._memory import file_budget, format_bytes
+from .._safeio import UnsafeFileError, check_expansion, open_regular
 from ._layer import ConvLayer, missing_extra
 
 __all__ = ["from_keras_h5", "keras_kernel_to_oihw"]
@@ -175,29 +178,106 @@ def _walk(config_layers: list[dict[str, Any]], wgroup: Any, prefix: str,
         _convert_layer(cls, cfg, prefix + name, weights, layers)
 
 
-def from_keras_h5(path: str | os.PathLike[str]) -> dict[str, ConvLayer]:
-    """Conv layers of a Keras HDF5 model file, in the model config's layer order."""
+def _check_h5(path: str, f: Any, h5py: Any, budget: int) -> None:
+    """Refuse links and datasets that read outside the file or expand beyond the budget.
+
+    External links, datasets with external storage and virtual datasets (whose data live
+    in other files) are refused; every dataset's dataspace must fit ``budget`` (all of them
+    together too) and may not be made mostly of fill value or compressed expansion
+    (declared bytes more than 100x the bytes stored).  Checksums (Fletcher-32 filters,
+    metadata checksums) are verified by HDF5 itself when the data are read.
+    """
+
+    def link(name: str, info: Any) -> None:
+        if isinstance(info, h5py.ExternalLink):
+            raise UnsafeFileError(
+                path, f"{name!r} is an external link to {info.filename!r}:{info.path!r} "
+                "(data outside the file are never read)"
+            )
+        if isinstance(info, h5py.SoftLink) and f.get(name, getlink=False) is None:
+            raise UnsafeFileError(path, f"{name!r} is a soft link to {info.path!r}, which is not "
+                                  "in the file")
+
+    total = 0
+
+    def obj(name: str, o: Any) -> None:
+        nonlocal total
+        if not isinstance(o, h5py.Dataset):
+            return
+        dcpl = o.id.get_create_plist()
+        if dcpl.get_external_count() > 0:
+            raise UnsafeFileError(path, f"dataset {name!r} keeps its data in external file(s) "
+                                  f"{dcpl.get_external(0)[0]!r} (never read)")
+        if dcpl.get_layout() == h5py.h5d.VIRTUAL:
+            raise UnsafeFileError(path, f"dataset {name!r} is a virtual dataset (its data live "
+                                  "in other files or datasets; never read)")
+        if o.shape is None:
+            return
+        declared = math.prod(int(s) for s in o.shape) * o.dtype.itemsize
+        total += declared
+        if total > budget:
+            raise UnsafeFileError(
+                path, f"dataset {name!r} declares shape {o.shape} {o.dtype} "
+                f"({format_bytes(declared)}); the datasets need more than the memory budget "
+                f"max_bytes={budget} ({format_bytes(budget)})"
+            )
+        check_expansion(path, f"dataset {name!r} (shape {o.shape})", declared,
+                        int(o.id.get_storage_size()))
+
+    if hasattr(f, "visititems_links"):
+        f.visititems_links(link)
+    f.visititems(obj)
+
+
+def from_keras_h5(path: str | os.PathLike[str], *,
+                  max_bytes: int | None = None) -> dict[str, ConvLayer]:
+    """Conv layers of a Keras HDF5 model file, in the model config's layer order.
+
+    The file is opened as a regular file by this process (HDF5 gets the open file, so a
+    FIFO or device never reaches it) and checked by :func:`_check_h5` before any dataset
+    is read.  Refusals are :class:`~modelcs.UnsafeFileError`.
+    """
     try:
         import h5py
     except ImportError as exc:
         raise missing_extra("h5py", "adapters", "reading Keras HDF5 files") from exc
     path = os.fspath(path)
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise ValueError(f"{path!r} is not a readable HDF5 file: {exc}") from exc
-    with f:
-        raw = f.attrs.get("model_config")
-        if raw is None:
-            raise ValueError(
-                f"{path!r} has no 'model_config' attribute: a weights-only Keras file carries no "
-                "layer types, strides or paddings. Save the whole model (model.save('x.h5')), or "
-                "pass the kernels as a dict with conv_layers(arrays, layout='HWIO', stride=...)"
-            )
-        cfg = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-        wgroup = f["model_weights"] if "model_weights" in f else f
-        layers: dict[str, ConvLayer] = {}
-        config = cfg.get("config", {})
-        config_layers = config.get("layers", config if isinstance(config, list) else [])
-        _walk(config_layers, wgroup, "", layers, False)
+    budget = file_budget(max_bytes)
+    with open_regular(path) as fh:
+        try:
+            f = h5py.File(fh, "r")
+        except (OSError, ValueError) as exc:
+            raise UnsafeFileError(path, f"it is not a readable HDF5 file ({exc})") from None
+        with f:
+            try:
+                return _read_keras(path, f, h5py, budget)
+            except (UnsafeFileError, KerasFormatError):
+                raise
+            except (OSError, KeyError, ValueError, TypeError, RuntimeError, AttributeError,
+                    RecursionError, UnicodeDecodeError) as exc:
+                raise UnsafeFileError(path, f"it is not a readable Keras HDF5 file "
+                                      f"({type(exc).__name__}: {exc})") from None
+
+
+class KerasFormatError(ValueError):
+    """A readable HDF5 file that is not a whole Keras model (a clear message, re-raised)."""
+
+
+def _read_keras(path: str, f: Any, h5py: Any, budget: int) -> dict[str, ConvLayer]:
+    _check_h5(path, f, h5py, budget)
+    raw = f.attrs.get("model_config")
+    if raw is None:
+        raise KerasFormatError(
+            f"{path!r} has no 'model_config' attribute: a weights-only Keras file carries no "
+            "layer types, strides or paddings. Save the whole model (model.save('x.h5')), or "
+            "pass the kernels as a dict with conv_layers(arrays, layout='HWIO', stride=...)"
+        )
+    cfg = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    if not isinstance(cfg, dict):
+        raise UnsafeFileError(path, "its model_config is not a JSON object")
+    wgroup = f["model_weights"] if "model_weights" in f else f
+    layers: dict[str, ConvLayer] = {}
+    config = cfg.get("config", {})
+    config_layers = config.get("layers", config if isinstance(config, list) else [])
+    _walk(config_layers, wgroup, "", layers, False)
     return layers
