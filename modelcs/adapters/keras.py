@@ -188,15 +188,17 @@ def _check_h5(path: str, f: Any, h5py: Any, budget: int) -> None:
     metadata checksums) are verified by HDF5 itself when the data are read.
     """
 
-    def link(name: str, info: Any) -> None:
+    problems: list[str] = []
+
+    def link(name: str, info: Any) -> Any:
+        # an exception raised inside an h5py visit callback surfaces as SystemError:
+        # record the problem and stop the visit (a non-None return) instead
         if isinstance(info, h5py.ExternalLink):
-            raise UnsafeFileError(
-                path, f"{name!r} is an external link to {info.filename!r}:{info.path!r} "
-                "(data outside the file are never read)"
-            )
-        if isinstance(info, h5py.SoftLink) and f.get(name, getlink=False) is None:
-            raise UnsafeFileError(path, f"{name!r} is a soft link to {info.path!r}, which is not "
-                                  "in the file")
+            problems.append(f"{name!r} is an external link to {info.filename!r}:{info.path!r} "
+                            "(data outside the file are never read)")
+        elif isinstance(info, h5py.SoftLink) and f.get(name, getlink=False) is None:
+            problems.append(f"{name!r} is a soft link to {info.path!r}, which is not in the file")
+        return True if problems else None
 
     total = 0
 
@@ -226,7 +228,21 @@ def _check_h5(path: str, f: Any, h5py: Any, budget: int) -> None:
 
     if hasattr(f, "visititems_links"):
         f.visititems_links(link)
-    f.visititems(obj)
+    if problems:
+        raise UnsafeFileError(path, problems[0])
+    found: list[UnsafeFileError] = []
+
+    def guarded(name: str, o: Any) -> Any:
+        try:
+            obj(name, o)
+        except UnsafeFileError as exc:
+            found.append(exc)
+            return True
+        return None
+
+    f.visititems(guarded)
+    if found:
+        raise found[0]
 
 
 def from_keras_h5(path: str | os.PathLike[str], *,

@@ -184,7 +184,15 @@ def _load_external(path: str, t: Any, folder: str, budget: int, onnx: Any) -> No
     except ValueError:
         raise UnsafeFileError(path, f"tensor {t.name!r}: external offset/length are not "
                               "integers") from None
-    with open_regular(target) as fh:
+    try:
+        fh = open_regular(target)
+    except UnsafeFileError as exc:
+        raise UnsafeFileError(path, f"tensor {t.name!r}: external data file {loc!r}: "
+                              f"{exc.reason}") from None
+    except FileNotFoundError:
+        raise UnsafeFileError(path, f"tensor {t.name!r}: external data file {loc!r} does not "
+                              "exist") from None
+    with fh:
         size = os.fstat(fh.fileno()).st_size
         if length is None:
             length = size - offset
