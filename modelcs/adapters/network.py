@@ -581,11 +581,11 @@ def _from_onnx(source: Any, label: str) -> Network:
         import onnx
     except ImportError as exc:
         raise missing_extra("onnx", "adapters", "reading ONNX models") from exc
-    from .onnx import from_onnx
+    from .onnx import from_onnx, load_onnx
 
     if isinstance(source, str):
         try:
-            model = onnx.load(source)
+            model = load_onnx(source)  # checked: regular file, sizes, no external data
         except Exception as exc:  # protobuf DecodeError and friends
             raise ValueError(f"{source!r} is not a readable ONNX model: {exc}") from exc
     else:

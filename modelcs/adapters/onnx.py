@@ -24,7 +24,7 @@ from ._layer import ConvLayer, missing_extra
 
 _MAX_DEPTH = 32
 
-__all__ = ["from_onnx"]
+__all__ = ["from_onnx", "load_onnx"]
 
 
 def _import_onnx() -> Any:
@@ -289,33 +289,28 @@ def from_onnx(source: Any, *, external_data: bool = False,
     >>> layer.stride, layer.padding
     ((2, 1), ((0, 1), (1, 1)))
     """
-    onnx = _import_onnx()
-    budget = file_budget(max_bytes)
-    folder: str | None = None
     if isinstance(source, (str, os.PathLike)):
+        model = load_onnx(source, external_data=external_data, max_bytes=max_bytes)
         path = os.fspath(source)
-        with open_regular(path, max_bytes=budget) as fh:
-            try:
-                model = onnx.load_model_from_string(fh.read())
-            except Exception as exc:  # protobuf DecodeError and friends
-                raise UnsafeFileError(path, f"it is not a readable ONNX model ({exc})") from None
-        if not model.HasField("graph"):
-            raise UnsafeFileError(path, "it is not a readable ONNX model (no graph)")
-        if external_data:
-            folder = os.path.dirname(os.path.realpath(path))
     else:
         if type(source).__name__ != "ModelProto" or not hasattr(source, "graph"):
             raise TypeError(f"parameter 'source' must be a path or an onnx.ModelProto; got "
                             f"{type(source).__name__}")
-        model = source
-        path = f"<ModelProto {getattr(model.graph, 'name', '')!r}>"
         if external_data:
             raise ValueError("parameter 'external_data'=True needs a path (the model's folder "
                              "is where its external files are looked up)")
+        model = source
+        path = f"<ModelProto {getattr(model.graph, 'name', '')!r}>"
+        _checked(model, path, None, max_bytes)
+    layers: dict[str, ConvLayer] = {}
+    _walk(model.graph, _import_onnx(), "", {}, layers)
+    return layers
+
+
+def _checked(model: Any, path: str, folder: str | None, max_bytes: int | None) -> Any:
+    onnx = _import_onnx()
     try:
-        _check_tensors(path, model, onnx, budget, folder)
-        layers: dict[str, ConvLayer] = {}
-        _walk(model.graph, onnx, "", {}, layers)
+        _check_tensors(path, model, onnx, file_budget(max_bytes), folder)
     except RecursionError:
         raise UnsafeFileError(path, "its graphs are nested too deeply") from None
     except UnsafeFileError:
@@ -324,4 +319,49 @@ def from_onnx(source: Any, *, external_data: bool = False,
         if "nested deeper" in str(exc):
             raise UnsafeFileError(path, str(exc)) from None
         raise
-    return layers
+    return model
+
+
+def load_onnx(path: str | os.PathLike[str], *, external_data: bool = False,
+              max_bytes: int | None = None) -> Any:
+    """An ``onnx.ModelProto`` read from ``path`` with every check of :func:`from_onnx`.
+
+    Use this instead of ``onnx.load``, which opens FIFOs and devices, resolves external
+    data against any path the file names and allocates whatever a tensor declares.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    external_data : bool, default False
+        Read external tensor data (from regular files inside the model's folder only);
+        without it a model that has some is refused.
+    max_bytes : int, optional
+        Memory budget (default 4 GiB, capped by the available memory).
+
+    Returns
+    -------
+    onnx.ModelProto
+        With external data, if any, loaded into the tensors.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, onnx
+    >>> from onnx import helper, numpy_helper
+    >>> g = helper.make_graph([], "g", [], [], [numpy_helper.from_array(np.ones(3), "w")])
+    >>> p = os.path.join(tempfile.mkdtemp(), "m.onnx")
+    >>> onnx.save(helper.make_model(g), p)
+    >>> load_onnx(p).graph.initializer[0].dims
+    [3]
+    """
+    onnx = _import_onnx()
+    budget = file_budget(max_bytes)
+    path = os.fspath(path)
+    with open_regular(path, max_bytes=budget) as fh:
+        try:
+            model = onnx.load_model_from_string(fh.read())
+        except Exception as exc:  # protobuf DecodeError and friends
+            raise UnsafeFileError(path, f"it is not a readable ONNX model ({exc})") from None
+    if not model.HasField("graph"):
+        raise UnsafeFileError(path, "it is not a readable ONNX model (no graph)")
+    folder = os.path.dirname(os.path.realpath(path)) if external_data else None
+    return _checked(model, path, folder, max_bytes)
