@@ -596,8 +596,31 @@ class TopKSparse(SparsityModel):
     """Plain k-sparse codes: keep the ``k`` entries of largest magnitude (or value).
 
     The baseline of standard IHT (Blumensath & Davies 2009); ignores the filter/shift
-    structure.  Ties go to the lowest flat (C-order) index.
+    structure.  Ties go to the lowest flat (C-order) index.  The projection is the exact
+    nearest point of the set of k-sparse codes:
 
+    .. math::
+
+        \mathcal{H}_k(z) = \arg\min_{\|u\|_0 \le k} \|z - u\|_2 .
+
+    Parameters
+    ----------
+    k : int
+        Number of nonzeros kept per code (``k >= 0``).
+    by : {'abs', 'value'}
+        Rank entries by magnitude (``'abs'``, the Euclidean projection) or by signed value
+        (``'value'``, what max pooling of a ReLU map keeps).
+    ndim : int, optional
+        Number of spatial axes of a code ``(K, *n)``; with ``None`` a 1-D code is one
+        signal and higher-rank input is a batch.
+
+    References
+    ----------
+    .. [1] T. Blumensath and M. E. Davies, "Iterative hard thresholding for compressed
+       sensing", Applied and Computational Harmonic Analysis 27(3), 2009.
+
+    Examples
+    --------
     >>> TopKSparse(2).project(np.array([[0.1, -3.0, 0.2], [1.0, 0.0, 2.0]]))
     array([[ 0., -3.,  0.],
            [ 0.,  0.,  2.]])
@@ -642,8 +665,30 @@ class BlockSparse(SparsityModel):
 
     The projection keeps the ``k`` blocks of largest l2 norm (the exact nearest point);
     ties go to the lowest block index.  A looser model than :class:`ModelSparse`
-    (``k * n`` nonzeros allowed), kept as a baseline for comparisons.
+    (``k * n`` nonzeros allowed), kept as a baseline for comparisons.  With the code
+    ``z = (z_1, ..., z_K)`` split into its filter blocks,
 
+    .. math::
+
+        \mathcal{B}_k(z) = \arg\min_{u:\ \#\{i : u_i \ne 0\} \le k} \|z - u\|_2 ,
+
+    i.e. keep the ``k`` blocks of largest :math:`\|z_i\|_2`.
+
+    Parameters
+    ----------
+    k : int
+        Number of active filter blocks kept per code (``k >= 0``).
+    ndim : int, optional
+        Number of spatial axes of a code ``(K, *n)``; ``None`` infers it as for
+        :class:`TopKSparse`.
+
+    References
+    ----------
+    .. [1] R. G. Baraniuk, V. Cevher, M. F. Duarte and C. Hegde, "Model-based compressive
+       sensing", IEEE Transactions on Information Theory 56(4), 2010 (block sparsity).
+
+    Examples
+    --------
     >>> BlockSparse(1).project(np.array([[0.1, -3.0, 0.2], [1.0, 2.0, 3.0]]))
     array([[0., 0., 0.],
            [1., 2., 3.]])
@@ -697,10 +742,33 @@ def sample_model_sparse(
 ) -> np.ndarray:
     """Draw ``n_trials`` random codes of ``model`` in one batch: ``model.sample(...)``.
 
-    Returns a NumPy array ``(n_trials, *code_shape)`` with exactly ``model.k`` nonzeros
-    per code (for :class:`BlockSparse`: ``k`` full blocks), supports uniform over the
-    model, values uniform on ``[low, high]``.
+    Exactly ``model.k`` nonzeros per code (for :class:`BlockSparse`: ``k`` full blocks),
+    supports uniform over the model, values uniform on ``[low, high]``: the random codes
+    of the invertibility paper's experiments (Gilbert, Zhang, Lee, Zhang and Lee, *Towards
+    Understanding the Invertibility of Convolutional Neural Networks*, Sec. 4.2).
 
+    Parameters
+    ----------
+    model : ModelSparse, TopKSparse or BlockSparse
+        The sparsity model the codes belong to.
+    code_shape : tuple of int
+        Shape ``(K, *n)`` of one code (filters, then shifts per spatial axis).
+    n_trials : int
+        Number of codes drawn in the batch.
+    seed : None, int or numpy.random.Generator
+        Random state; the same seed gives the same codes.
+    low, high : float
+        Range of the uniform nonzero values.
+    dtype : data-type
+        Floating dtype of the result.
+
+    Returns
+    -------
+    numpy.ndarray
+        Codes of shape ``(n_trials, *code_shape)``.
+
+    Examples
+    --------
     >>> Z = sample_model_sparse(ModelSparse(3), (8, 5), 4, seed=0)
     >>> Z.shape, bool(((Z != 0).sum(axis=(1, 2)) == 3).all())
     ((4, 8, 5), True)
