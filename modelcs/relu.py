@@ -384,8 +384,21 @@ def preimage_point(A: Any, b: Any, y: Any, *, tol: float = _DEFAULT_TOL) -> np.n
     ball inside the preimage within its affine hull ``x0 + N(A|_{y>0})`` (for unbounded
     preimages the radius is capped at the problem's length scale, so the point is one of many).
 
-    Parameters are as in :func:`preimage_kind`.  Returns an array of the operator's
-    ``in_shape`` (``(n,)`` for a matrix).
+    Parameters
+    ----------
+    A : array_like, shape (m, n), or LinearOperator
+        Weights, as in :func:`preimage_kind`.
+    b : array_like or None
+        Bias, as in :func:`preimage_kind`.
+    y : array_like
+        The layer output whose preimage is searched.
+    tol : float, default 1e-7
+        Relative tolerance, as in :func:`preimage_kind`.
+
+    Returns
+    -------
+    numpy.ndarray
+        A point of the preimage, of the operator's ``in_shape`` (``(n,)`` for a matrix).
 
     Raises
     ------

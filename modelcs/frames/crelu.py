@@ -80,7 +80,22 @@ def crelu_inverse(c: Any, *, axis: int = 0) -> Any:
     """Invert :func:`crelu`: ``z = c[:K] - c[K:]`` after checking ``c`` is a CReLU output.
 
     Raises ``ValueError`` when the channel count is odd, when entries are negative, or when
-    a position is positive in both halves (a CReLU output never is), saying where.
+    a position is positive in both halves (a CReLU output never is), saying where.  Since
+    :math:`\mathrm{ReLU}(h) - \mathrm{ReLU}(-h) = h`, CReLU loses no information (Shang,
+    Sohn, Almeida and Lee, *Understanding and Improving Convolutional Neural Networks via
+    Concatenated Rectified Linear Units*, Sec. 2.1).
+
+    Parameters
+    ----------
+    c : array_like
+        A CReLU output: ``2K`` channels along ``axis``, non-negative.
+    axis : int
+        The channel axis (``0`` for one map ``(2K, *n)``; ``1`` for a batch).
+
+    Returns
+    -------
+    array
+        ``h`` with ``K`` channels along ``axis``, same array module as ``c``.
 
     Examples
     --------

@@ -203,6 +203,24 @@ def reconstruction_ratio(x: Any, x_rec: Any, *, batched: bool = False) -> Any:
 
     With ``batched=True`` the first axis is a batch and one ratio per item is returned.
 
+    .. math::
+
+        r(x, x') = \frac{\|x - x'\|_2}{\|x\|_2} .
+
+    Parameters
+    ----------
+    x : array_like
+        The original signal (or batch of signals).
+    x_rec : array_like
+        Its reconstruction, same shape as ``x``.
+    batched : bool
+        Treat the first axis as a batch.
+
+    Returns
+    -------
+    float or array
+        The ratio, or one ratio per batch item.
+
     Examples
     --------
     >>> import numpy as np

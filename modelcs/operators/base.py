@@ -32,12 +32,47 @@ __all__ = ["LinearOperator", "vstack", "dottest"]
 class LinearOperator:
     """Base class: a real linear map between arrays of fixed shapes.
 
+    An operator :math:`A : \mathbb{R}^{n} \to \mathbb{R}^{m}` whose inputs and outputs are
+    arrays of shapes ``in_shape`` and ``out_shape`` (``n = prod(in_shape)``,
+    ``m = prod(out_shape)``), applied without forming its matrix: ``A @ x`` and its
+    adjoint ``A.T @ y`` with :math:`\langle A x, y\rangle = \langle x, A^{\mathsf T} y\rangle`.
+    A leading batch axis ``(B, *in_shape)`` goes through one call.  Subclasses implement
+    ``_forward`` and ``_adjoint`` on batches.
+
+    Parameters
+    ----------
+    in_shape, out_shape : sequence of int
+        Shapes of one input / output (without batch axis).
+    dtype : data-type
+        The operator's own floating dtype; mixed dtypes follow
+        ``numpy.result_type(operator.dtype, x.dtype)``.
+
     Attributes
     ----------
     in_shape, out_shape : tuple of int
         Shapes of one input / output (without batch axis).
     dtype : numpy.dtype
-        The operator's own floating dtype (see :mod:`modelcs._backend` for mixed dtypes).
+        The operator's own floating dtype.
+
+    Examples
+    --------
+    A diagonal scaling written as a subclass:
+
+    >>> import numpy as np
+    >>> from modelcs import LinearOperator, dottest
+    >>> class Scale(LinearOperator):
+    ...     def __init__(self, d):
+    ...         self.d = np.asarray(d, dtype=float)
+    ...         super().__init__(self.d.shape, self.d.shape, self.d.dtype)
+    ...     def _forward(self, x):
+    ...         return x * self.d
+    ...     def _adjoint(self, y):
+    ...         return y * self.d
+    >>> S = Scale([1.0, 2.0, 3.0])
+    >>> S @ np.ones(3)
+    array([1., 2., 3.])
+    >>> S.shape, dottest(S) < 1e-12
+    ((3, 3), True)
     """
 
     in_shape: tuple[int, ...]
@@ -322,6 +357,25 @@ class _VStack(LinearOperator):
 def vstack(operators: Sequence[LinearOperator]) -> LinearOperator:
     """Stack operators with the same input shape: ``[A; B; ...]``.
 
+    .. math::
+
+        \begin{bmatrix} A_1 \\ \vdots \\ A_p \end{bmatrix} x
+        = (A_1 x, \dots, A_p x), \qquad
+        \begin{bmatrix} A_1 \\ \vdots \\ A_p \end{bmatrix}^{\mathsf T} (y_1, \dots, y_p)
+        = \sum_i A_i^{\mathsf T} y_i .
+
+    Parameters
+    ----------
+    operators : sequence of LinearOperator
+        At least one operator; all share ``in_shape``.
+
+    Returns
+    -------
+    LinearOperator
+        The stacked operator.  When the outputs agree on every axis but the first
+        (channels), they are concatenated along it (``vstack([W, -W])`` maps ``(M, *D)``
+        to ``(2K, *n)``); otherwise the outputs are flattened and concatenated.
+
     Examples
     --------
     >>> import numpy as np
@@ -344,6 +398,22 @@ def dottest(
 
     Raises ``AssertionError`` if the relative error exceeds ``rtol`` (default ``1e-12`` for
     float64 and ``1e-5`` for float32).
+
+    Parameters
+    ----------
+    op : LinearOperator
+        The operator to test (its ``_forward`` and ``_adjoint`` are compared).
+    batch : int, optional
+        Test on a batch of this many random inputs at once (``None``: a single input).
+    seed : None, int or numpy.random.Generator
+        Random state of the test vectors.
+    rtol : float, optional
+        Largest accepted relative error; ``None`` picks the dtype's default above.
+
+    Returns
+    -------
+    float
+        The relative error of the dot test.
 
     Examples
     --------
