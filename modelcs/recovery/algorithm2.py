@@ -34,7 +34,9 @@ __all__ = ["l1_support_recovery", "SupportRecoveryResult"]
 class SupportRecoveryResult:
     """Output of :func:`l1_support_recovery`.
 
-    Attributes
+    The fields are the constructor's parameters; :func:`l1_support_recovery` builds it.
+
+    Parameters
     ----------
     z : array, shape ``W.out_shape`` or ``(B, *W.out_shape)``
         Step 3's code: obeys the pooling model, optimal for the Lasso on its support.
@@ -46,6 +48,18 @@ class SupportRecoveryResult:
         Step 1's solver report (objective, duality gap, iterations, convergence).
     final : LassoResult
         Step 3's solver report.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from modelcs import ConvOperator, ModelSparse, l1_support_recovery
+    >>> W = ConvOperator.random(8, 4, (3, 3), (10, 10), seed=0)
+    >>> z_true = ModelSparse(6, pool=(2, 2)).sample(W.out_shape, 1, seed=1)[0]
+    >>> res = l1_support_recovery(W, W.T @ z_true, 1e-3, pool=2)
+    >>> res.z.shape == res.support.shape == res.z_init.shape == W.out_shape
+    True
+    >>> bool((res.z[~res.support] == 0).all()), bool(res.final.converged)
+    (True, True)
     """
 
     z: Any

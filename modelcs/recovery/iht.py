@@ -66,14 +66,40 @@ _NIHT_MAX_BACKTRACK = 60
 
 
 class IHTDivergenceWarning(UserWarning):
-    """IHT diverged on some signals (step too large for the operator's norm)."""
+    """IHT diverged on some signals (step too large for the operator's norm).
+
+    Issued by :func:`iht` when the residual of a signal grows past a fixed multiple of
+    its initial value; the result's ``diverged`` field says which signals.  Use
+    ``step="normalized"`` (normalized IHT, Blumensath and Davies 2010) or a step below
+    ``1 / ||Phi||^2``.
+
+    Parameters
+    ----------
+    *args : object
+        The warning message, as for any :class:`Warning`.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import numpy as np
+    >>> from modelcs import ConvOperator, IHTDivergenceWarning, TopKSparse, iht
+    >>> W = ConvOperator.random(8, 4, 3, 16, seed=0)
+    >>> y = W.T @ TopKSparse(3).sample(W.out_shape, 1, seed=1)[0]
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     res = iht(W.T, y, TopKSparse(3), step=50.0, max_iter=50)
+    >>> bool(res.diverged), any(issubclass(w.category, IHTDivergenceWarning) for w in caught)
+    (True, True)
+    """
 
 
 @dataclass
 class IHTResult:
     """Result of :func:`iht` (and :func:`modelcs.cosamp`).
 
-    Attributes
+    The fields are the constructor's parameters; solvers build it, users read it.
+
+    Parameters
     ----------
     z : array, shape ``(B, *Phi.in_shape)`` (or ``Phi.in_shape`` for a single signal)
         Recovered codes (NumPy or CuPy like ``y``); always finite.
@@ -85,6 +111,18 @@ class IHTResult:
         Whether divergence was detected (then ``converged`` is False).
     residual_norms : numpy array ``(T + 1, B)`` (or ``(T + 1,)``)
         ``||y - Phi z^t||`` for ``t = 0..T``; NaN after a signal stopped.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from modelcs import ConvOperator, ModelSparse, iht
+    >>> W = ConvOperator.random(16, 8, 5, 32, seed=0)
+    >>> Z = ModelSparse(3).sample(W.out_shape, 4, seed=1)
+    >>> res = iht(W.T, W.T @ Z, ModelSparse(3), step="normalized", max_iter=100)
+    >>> res.z.shape, res.n_iter.shape, res.residual_norms.shape[1]
+    ((4, 16, 28), (4,), 4)
+    >>> bool(res.converged.all()), bool(res.diverged.any())
+    (True, False)
     """
 
     z: Any

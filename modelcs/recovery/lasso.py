@@ -56,7 +56,9 @@ _SAFETY = 1.01
 class LassoResult:
     """Solution of :func:`lasso` (per-signal arrays; scalars for a single signal).
 
-    Attributes
+    The fields are the constructor's parameters; :func:`lasso` builds it, users read it.
+
+    Parameters
     ----------
     z : array, shape ``Phi.in_shape`` or ``(B, *Phi.in_shape)``
         The minimiser (exactly zero off ``support`` and where soft-thresholded).
@@ -72,6 +74,18 @@ class LassoResult:
         The regularisation weights used.
     lipschitz : float
         The step constant ``L`` (estimate of ``||Phi||^2`` times a safety factor).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from modelcs import ConvOperator, lasso
+    >>> W = ConvOperator.random(12, 4, 5, 24, seed=0)
+    >>> x = np.random.default_rng(0).standard_normal((3, 4, 24))
+    >>> res = lasso(W.T, x, 0.1, tol=1e-8)
+    >>> res.z.shape, res.objective.shape, bool(res.converged.all())
+    ((3, 12, 20), (3,), True)
+    >>> bool((res.gap <= 1e-8 * res.objective).all())
+    True
     """
 
     z: Any
