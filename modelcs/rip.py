@@ -776,6 +776,44 @@ def theorem31_condition(
     ``D`` and ``n`` are replaced by their products over the axes (an extension; the paper
     states the 1-D case).
 
+    .. math::
+
+        \frac{M l^2}{D} \;\ge\; \frac{C\, k}{\delta^2}
+        \left(\log K + \log n - \log \varepsilon\right),
+        \qquad n = \frac{D - l}{t} + 1 .
+
+    Parameters
+    ----------
+    M : int
+        Number of input channels.
+    l : int or sequence of int
+        Filter length (per spatial axis).
+    D : int or sequence of int
+        Input length (per spatial axis).
+    K : int
+        Number of filters.
+    k : int
+        Model sparsity (active filters).
+    delta : float
+        The model-RIP constant to certify.
+    stride : int or sequence of int
+        Stride ``t``.
+    eps : float
+        Failure probability.
+    C : float
+        The untracked absolute constant of the theorem.
+
+    Returns
+    -------
+    Theorem31Condition
+        Both sides of the inequality, whether it holds, the smallest ``delta`` it
+        certifies and the smallest ``M`` that satisfies it.
+
+    References
+    ----------
+    .. [1] A. C. Gilbert, Y. Zhang, K. Lee, Y. Zhang and H. Lee, "Towards understanding the
+       invertibility of convolutional neural networks", IJCAI 2017, Sec. 3.1, Theorem 3.1.
+
     Examples
     --------
     >>> r = theorem31_condition(M=32, l=5, D=32, K=96, k=10, delta=0.5)
@@ -822,6 +860,31 @@ def theorem33_bound(delta_2k: Any, delta_k: Any = None) -> Any:
     (1 - delta_2k))`` for ``x_hat = W^T M(W x, k)``, assuming ``W^T`` has the model-RIP for
     ``M_k^2`` with ``delta_k <= delta_2k < 1``.  ``delta_k`` defaults to ``delta_2k`` (the
     bound is increasing in ``delta_k``, so this is still a valid bound).  Vectorised.
+
+    .. math::
+
+        \frac{\|\hat x - x\|_2}{\|x\|_2} \le
+        \frac{5\, \delta_{2k}}{1 - \delta_k}
+        \sqrt{\frac{1 + \delta_{2k}}{1 - \delta_{2k}}},
+        \qquad \hat x = W^{\mathsf T} \mathcal{M}(W x, k) .
+
+    Parameters
+    ----------
+    delta_2k : float or array_like
+        Model-RIP constant for ``M_k^2`` (codes with up to ``2k`` active filters), in
+        ``[0, 1)``.
+    delta_k : float or array_like, optional
+        Model-RIP constant for ``M_k``; defaults to ``delta_2k``.
+
+    Returns
+    -------
+    float or numpy.ndarray
+        The bound on the relative one-step reconstruction error (broadcast shape).
+
+    References
+    ----------
+    .. [1] A. C. Gilbert, Y. Zhang, K. Lee, Y. Zhang and H. Lee, "Towards understanding the
+       invertibility of convolutional neural networks", IJCAI 2017, Sec. 3.2, Theorem 3.3.
 
     Examples
     --------

@@ -189,6 +189,33 @@ def theorem_c1_ratio(D: int, Ds: int, *, exact: bool = False) -> float:
     (``||x_s||^2 / ||x||^2 ~ Beta(Ds/2, (D-Ds)/2)``).  For the reconstruction ratio of a
     projection on ``K`` random directions (Table S1) use ``Ds = D - K``.
 
+    .. math::
+
+        \mathbb{E}\,\frac{\|x_s\|_2}{\|x\|_2} \approx \sqrt{\frac{D_s}{D}}
+        \quad\text{or exactly}\quad
+        \frac{\Gamma(\frac{D_s + 1}{2})\,\Gamma(\frac{D}{2})}
+             {\Gamma(\frac{D_s}{2})\,\Gamma(\frac{D + 1}{2})} .
+
+    Parameters
+    ----------
+    D : int
+        Dimension of the signal space.
+    Ds : int
+        Dimension of the random subspace, ``0 <= Ds <= D``.
+    exact : bool
+        Return the exact mean instead of the paper's root-mean-square value.
+
+    Returns
+    -------
+    float
+        The expected ratio.
+
+    References
+    ----------
+    .. [1] W. Shang, K. Sohn, D. Almeida and H. Lee, "Understanding and improving
+       convolutional neural networks via concatenated rectified linear units", ICML 2016,
+       supplementary material, Theorem C.1.
+
     Examples
     --------
     >>> round(theorem_c1_ratio(1200, 1200 - 48), 4)
