@@ -184,6 +184,18 @@ def conv_layers(
         The reader for the format is not installed (the message names the extra).
     FileNotFoundError
         ``source`` is a path that does not exist.
+
+    Examples
+    --------
+    A state dict carries no geometry; pass it per layer:
+
+    >>> import numpy as np
+    >>> from modelcs.adapters import conv_layers
+    >>> weights = {"conv1.weight": np.ones((8, 3, 3, 3), np.float32),
+    ...            "conv1.bias": np.zeros(8, np.float32)}
+    >>> layers = conv_layers(weights, stride={"conv1": 2}, padding=1)
+    >>> list(layers), layers["conv1"].stride, layers["conv1"].operator((3, 32, 32)).out_shape
+    (['conv1'], (2, 2), (8, 16, 16))
     """
     if layout not in ("OIHW", "HWIO"):
         raise ValueError(f"parameter 'layout' must be 'OIHW' or 'HWIO'; got {layout!r}")

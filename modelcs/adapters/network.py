@@ -339,6 +339,8 @@ class Network:
     Parameters
     ----------
     layers : list of NetLayer
+        The layers in order (convolution with bias, ReLU, max-pool), as built by
+        :func:`network`.
     input_layout : {'channels_first', 'channels_last'}
         The layout the source network takes its input in (``forward`` accepts both).
     stop : (str, str) or None
@@ -346,6 +348,18 @@ class Network:
         None when the whole network was read.
     source : str
         A short description of where the layers came from.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from modelcs.adapters import Network, network
+    >>> seq = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(),
+    ...                           torch.nn.MaxPool2d(2))
+    >>> net = network(seq)
+    >>> isinstance(net, Network), [layer.kind for layer in net.layers], net.stop
+    (True, ['conv', 'relu', 'maxpool'], None)
+    >>> net.forward(np.ones((1, 1, 6, 6), np.float32)).activations["2"].shape
+    (1, 4, 2, 2)
     """
 
     def __init__(self, layers: Sequence[NetLayer], *, input_layout: str = "channels_first",

@@ -251,8 +251,14 @@ def _run_cell(cell: _Cell) -> tuple[int, float, float, float]:
 class PhaseTransitionResult:
     """Outcome of :func:`phase_transition`.
 
-    Attributes
+    The fields are the constructor's parameters: the sweep's grid and settings (``K``,
+    ``l``, ``D``, ``ks``, ``channels``, ``algorithms``, ``trials``, ``seed``,
+    ``success_tol``, as passed to :func:`phase_transition`), then its measurements.
+
+    Parameters
     ----------
+    K, l, D, ks, channels, algorithms, trials, seed, success_tol
+        The sweep's settings, as passed to :func:`phase_transition`.
     counts : ndarray of int, shape ``(len(algorithms), len(channels), len(ks))``
         Successful trials per cell; :attr:`success` is ``counts / trials``.
     median_error : ndarray of float, same shape
@@ -263,6 +269,18 @@ class PhaseTransitionResult:
         Wall-clock and CPU (process) seconds each cell took where it ran: their sum is the
         serial work, ``cell_seconds.sum() / elapsed`` the parallelism achieved.  Timings
         are the only fields that differ between runs.
+    meta : dict
+        Free-form provenance (library version, options).
+
+    Examples
+    --------
+    >>> from modelcs.experiments import PhaseTransitionResult, phase_transition
+    >>> r = phase_transition(K=8, l=3, D=10, ks=[1, 4], channels=[2], algorithms=["model_iht"],
+    ...                      trials=4, progress=False)
+    >>> isinstance(r, PhaseTransitionResult), r.counts.shape, r.trials
+    (True, (1, 1, 2), 4)
+    >>> bool(((0 <= r.success) & (r.success <= 1)).all())
+    True
     """
 
     K: int
