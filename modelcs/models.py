@@ -593,7 +593,7 @@ class ModelSparse(SparsityModel):
 
 
 class TopKSparse(SparsityModel):
-    """Plain k-sparse codes: keep the ``k`` entries of largest magnitude (or value).
+    r"""Plain k-sparse codes: keep the ``k`` entries of largest magnitude (or value).
 
     The baseline of standard IHT (Blumensath & Davies 2009); ignores the filter/shift
     structure.  Ties go to the lowest flat (C-order) index.  The projection is the exact
@@ -661,7 +661,7 @@ class TopKSparse(SparsityModel):
 
 
 class BlockSparse(SparsityModel):
-    """Whole-block sparsity: at most ``k`` active filter blocks, any entries inside.
+    r"""Whole-block sparsity: at most ``k`` active filter blocks, any entries inside.
 
     The projection keeps the ``k`` blocks of largest l2 norm (the exact nearest point);
     ties go to the lowest block index.  A looser model than :class:`ModelSparse`

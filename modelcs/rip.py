@@ -765,7 +765,7 @@ def theorem31_condition(
     eps: float = 0.05,
     C: float = 1.0,
 ) -> Theorem31Condition:
-    """The sample-size condition of Theorem 3.1 (invertibility paper, Sec. 3.1, App. A).
+    r"""The sample-size condition of Theorem 3.1 (invertibility paper, Sec. 3.1, App. A).
 
     ``M l^2 / D >= C k / delta^2 * (log K + log n - log eps)`` with ``n = (D - l)/t + 1``
     guarantees, with probability ``1 - eps``, that ``W^T`` of ``K`` random Gaussian filters
@@ -854,7 +854,7 @@ def theorem31_condition(
 
 
 def theorem33_bound(delta_2k: Any, delta_k: Any = None) -> Any:
-    """The one-step reconstruction bound of Theorem 3.3.
+    r"""The one-step reconstruction bound of Theorem 3.3.
 
     ``||x_hat - x|| / ||x|| <= 5 delta_2k / (1 - delta_k) * sqrt((1 + delta_2k) /
     (1 - delta_2k))`` for ``x_hat = W^T M(W x, k)``, assuming ``W^T`` has the model-RIP for

@@ -77,7 +77,7 @@ def crelu(h: Any, *, axis: int = 0) -> Any:
 
 
 def crelu_inverse(c: Any, *, axis: int = 0) -> Any:
-    """Invert :func:`crelu`: ``z = c[:K] - c[K:]`` after checking ``c`` is a CReLU output.
+    r"""Invert :func:`crelu`: ``z = c[:K] - c[K:]`` after checking ``c`` is a CReLU output.
 
     Raises ``ValueError`` when the channel count is odd, when entries are negative, or when
     a position is positive in both halves (a CReLU output never is), saying where.  Since

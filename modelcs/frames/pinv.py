@@ -199,7 +199,7 @@ def pinv_reconstruct(
 
 
 def reconstruction_ratio(x: Any, x_rec: Any, *, batched: bool = False) -> Any:
-    """Reconstruction ratio ``||x - x'||_2 / ||x||_2`` (supplement A.2, Table S1).
+    r"""Reconstruction ratio ``||x - x'||_2 / ||x||_2`` (supplement A.2, Table S1).
 
     With ``batched=True`` the first axis is a batch and one ratio per item is returned.
 

@@ -181,7 +181,7 @@ def theorem_a5_bound(
 
 
 def theorem_c1_ratio(D: int, Ds: int, *, exact: bool = False) -> float:
-    """Theorem C.1: ``E ||x_s|| / ||x||`` for the projection on a random ``Ds``-dim subspace.
+    r"""Theorem C.1: ``E ||x_s|| / ||x||`` for the projection on a random ``Ds``-dim subspace.
 
     ``exact=False`` returns the paper's ``sqrt(Ds / D)`` (exact for the root-mean-square
     ratio ``sqrt(E ||x_s||^2 / ||x||^2)``, an upper bound of the mean by Jensen);

@@ -30,7 +30,7 @@ __all__ = ["LinearOperator", "vstack", "dottest"]
 
 
 class LinearOperator:
-    """Base class: a real linear map between arrays of fixed shapes.
+    r"""Base class: a real linear map between arrays of fixed shapes.
 
     An operator :math:`A : \mathbb{R}^{n} \to \mathbb{R}^{m}` whose inputs and outputs are
     arrays of shapes ``in_shape`` and ``out_shape`` (``n = prod(in_shape)``,
@@ -355,7 +355,7 @@ class _VStack(LinearOperator):
 
 
 def vstack(operators: Sequence[LinearOperator]) -> LinearOperator:
-    """Stack operators with the same input shape: ``[A; B; ...]``.
+    r"""Stack operators with the same input shape: ``[A; B; ...]``.
 
     .. math::
 
