@@ -72,7 +72,9 @@ _METHODS = ("pinv", "transpose", "iht", "algorithm2")
 class InversionResult:
     """What :func:`invert_network` returns.
 
-    Attributes
+    The fields are the constructor's parameters; :func:`invert_network` builds it.
+
+    Parameters
     ----------
     x : ndarray ``(B, C, *D)`` (or ``(C, *D)`` for an unbatched ``h``)
         The estimated network input, channels-first.
@@ -84,6 +86,21 @@ class InversionResult:
         ``bounds=True`` for convolutions ``frame_bounds`` and ``theorem_a5_bound``.
     rel_error : ndarray ``(B,)`` or None
         Relative error of ``x`` against ``truth.input``.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from modelcs import InversionResult, invert_network
+    >>> from modelcs.adapters import network
+    >>> seq = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1),
+    ...                           torch.nn.MaxPool2d(2)).double()
+    >>> net = network(seq)
+    >>> fwd = net.forward(np.random.default_rng(0).standard_normal((2, 1, 6, 6)))
+    >>> res = invert_network(net, fwd.activations["1"], start="1", truth=fwd)
+    >>> isinstance(res, InversionResult), res.x.shape, [r["kind"] for r in res.layers]
+    (True, (2, 1, 6, 6), ['maxpool', 'conv'])
+    >>> res.rel_error.shape
+    (2,)
     """
 
     x: Any
