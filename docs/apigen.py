@@ -67,9 +67,11 @@ TOPICS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     (
         "networks",
         "Trained networks",
-        "Reading trained weights (torch, ONNX, Keras, safetensors, npz) and whole sequential "
-        "networks, and inverting them layer by layer.",
-        ("modelcs.adapters", "modelcs.inversion", "modelcs.invert", "modelcs.network"),
+        "Reading trained weights (torch, ONNX, Keras, safetensors, npz; files are checked "
+        "before anything is loaded) and whole sequential networks, and inverting them "
+        "layer by layer.",
+        ("modelcs.adapters", "modelcs.inversion", "modelcs.invert", "modelcs.network",
+         "modelcs._safeio"),
     ),
     (
         "experiments",

@@ -55,6 +55,13 @@ class UnsafeFileError(ValueError):
 
     The message names the file and the reason; ``path`` and ``reason`` hold them.
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file that was refused.
+    reason : str
+        Why, in words (shown after the path in the message).
+
     Examples
     --------
     >>> from modelcs import UnsafeFileError
