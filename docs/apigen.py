@@ -48,7 +48,7 @@ TOPICS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
         "RIP, coherence and bounds",
         "Model-RIP ratios, restricted isometry constants, coherence and the theorem "
         "calculators of the invertibility paper.",
-        ("modelcs.rip", "modelcs.coherence", "modelcs.theory"),
+        ("modelcs.rip", "modelcs.mutual_coherence", "modelcs.theory"),
     ),
     (
         "frames",

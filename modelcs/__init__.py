@@ -27,6 +27,7 @@ from .models import BlockSparse as BlockSparse
 from .models import ModelSparse as ModelSparse
 from .models import TopKSparse as TopKSparse
 from .models import sample_model_sparse as sample_model_sparse
+from .mutual_coherence import coherence as coherence
 from .operators import ConvOperator as ConvOperator
 from .operators import LinearOperator as LinearOperator
 from .operators import dottest as dottest
@@ -45,11 +46,10 @@ from .relu import is_omnidirectional as is_omnidirectional
 from .relu import linearize as linearize
 from .relu import preimage_kind as preimage_kind
 from .relu import preimage_point as preimage_point
-from .rip import coherence as coherence
 from .rip import estimate_delta as estimate_delta
 from .rip import rip_ratios as rip_ratios
-from .rip import theorem31_condition as theorem31_condition
-from .rip import theorem33_bound as theorem33_bound
+from .theory import theorem31_condition as theorem31_condition
+from .theory import theorem33_bound as theorem33_bound
 
 # -- end of public imports --
 

@@ -1,7 +1,7 @@
-"""Model-RIP ratios, RIP-constant estimates, coherence and the theorem bounds.
+"""Model-RIP ratios and estimates of the model-RIP constant ``delta_k``.
 
 Gilbert, Zhang, Lee, Zhang and Lee, *Towards Understanding the Invertibility of
-Convolutional Neural Networks* (long version), Sections 2.3, 3 and 4.2, Appendices A-B:
+Convolutional Neural Networks* (long version), Sections 2.3 and 4.2, Appendix B:
 
 * :func:`rip_ratios` -- Monte-Carlo ratios for random model-k-sparse codes ``z``:
   ``||Phi z|| / ||z||`` (model-RIP, eq. (1), Figure 2a), the support-restricted Gram ratio
@@ -9,40 +9,33 @@ Convolutional Neural Networks* (long version), Sections 2.3, 3 and 4.2, Appendic
   ``||Phi^T Phi z|| / ||z||``.
 * :func:`estimate_delta` -- a lower estimate of the model-RIP constant ``delta_k`` of eq. (1)
   (random or adversarial search over supports).
-* :func:`coherence` -- ``mu = max |<w_r, w_s>|`` over distinct unit-normalised rows of ``W``
-  (footnote 12; Tables 4 and 6), from filter cross-correlations, never from the dense ``W``.
-* :func:`theorem31_condition` and :func:`theorem33_bound` -- the sample-size condition of
-  Theorem 3.1 and the one-step reconstruction bound of Theorem 3.3.
 
-Conventions: ``W`` is a :class:`~modelcs.ConvOperator` (a CNN layer),
-``Phi = W.T`` maps codes ``(K, *n)`` to signals ``(M, *D)``.
+The coherence of the rows of ``W`` is in :mod:`modelcs.mutual_coherence`, the calculators
+of Theorems 3.1 and 3.3 in :mod:`modelcs.theory`.
+
+Conventions: ``W`` is a :class:`~modelcs.ConvOperator` (a CNN layer), ``Phi = W.T`` maps
+codes ``(K, *n)`` to signals ``(M, *D)``.
 """
+
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ._backend import get_array_module, to_numpy
-from ._validation import as_int_tuple, check_choice, check_finite, check_positive_int, check_rng
+from ._validation import check_choice, check_positive_int, check_rng
 from .models import SparsityModel
 from .operators.base import LinearOperator
-from .operators.conv import ConvOperator, _parse_padding
+from .operators.conv import ConvOperator
 
 __all__ = [
     "rip_ratios",
     "estimate_delta",
     "DeltaEstimate",
-    "coherence",
-    "coherence_both",
-    "theorem31_condition",
-    "Theorem31Condition",
-    "theorem33_bound",
 ]
 
 _KINDS = ("isometry", "restricted_gram", "gram")
@@ -237,7 +230,7 @@ def _conv_columns(op: ConvOperator, atoms: np.ndarray) -> np.ndarray:
     kk, pos = np.divmod(atoms, math.prod(n))
     pidx = np.unravel_index(pos, n)
     A, d = atoms.size, len(n)
-    xpad = np.zeros((A, op.n_channels_in, *op._Dp))
+    xpad = np.zeros((A, op.n_channels_in, *op.padded_shape))
     ex = (slice(None),) + (None,) * (d + 1)
     idx: list[Any] = [np.arange(A)[ex]]
     ch = (kk // (K // g)) * Mg
@@ -248,7 +241,7 @@ def _conv_columns(op: ConvOperator, atoms: np.ndarray) -> np.ndarray:
         shp[2 + a] = l[a]
         idx.append((pidx[a] * t[a])[ex] + np.arange(l[a]).reshape(shp))
     xpad[tuple(idx)] = w[kk]
-    return np.asarray(op._unpad(xpad)).reshape(A, -1)
+    return np.asarray(op.unpad(xpad)).reshape(A, -1)
 
 
 def _gram_eigs(Phi: LinearOperator, S: np.ndarray, chunk: int) -> tuple[np.ndarray, ...]:
@@ -447,462 +440,3 @@ def estimate_delta(
         search=search,
         trace=trace,
     )
-
-
-# ----------------------------------------------------------------------- coherence
-@dataclass
-class _AxisClass:
-    """Pairs of rows ``(p, p')`` along one spatial axis with identical geometry.
-
-    ``mask1`` / ``mask2``: taps of row ``p`` / ``p'`` that fall inside the input (zero
-    padding truncates rows at the boundary); ``j1[i]`` and ``j2[i]`` are the taps of the two
-    rows that read the same input sample; ``same`` is ``p == p'``.
-    """
-
-    same: bool
-    mask1: np.ndarray
-    mask2: np.ndarray
-    j1: np.ndarray
-    j2: np.ndarray
-    p1: int
-    p2: int
-    rev: int = -1
-
-
-def _axis_classes(D: int, l: int, t: int, lo: int, circular: bool, n: int) -> list[_AxisClass]:
-    """All distinct overlapping row-pair geometries along one axis (geometry only, CPU)."""
-    out: list[_AxisClass] = []
-    keys: dict[tuple[Any, ...], int] = {}
-    taps = np.arange(l)
-    for dp in range(-(n - 1), n):
-        s = dp * t
-        if circular:
-            j2 = (taps - s) % D
-            hit = j2 < l
-            if not hit.any():
-                continue
-        else:
-            if abs(s) >= l:
-                continue
-            j2 = taps - s
-            hit = (j2 >= 0) & (j2 < l)
-        p = np.arange(max(0, -dp), min(n, n - dp))
-        if circular:
-            m1 = np.ones((p.size, l), dtype=bool)
-            m2 = m1
-        else:
-            m1 = (p[:, None] * t + taps[None, :] - lo >= 0) & (p[:, None] * t + taps - lo < D)
-            q = p + dp
-            m2 = (q[:, None] * t + taps[None, :] - lo >= 0) & (q[:, None] * t + taps - lo < D)
-        rows, first = np.unique(np.concatenate([m1, m2], axis=1), axis=0, return_index=True)
-        for row, i in zip(rows, first, strict=True):
-            a, b = row[:l], row[l:]
-            sel = hit & a
-            j1s, j2s = taps[sel], j2[sel]
-            key = (dp == 0, a.tobytes(), b.tobytes(), j1s.tobytes(), j2s.tobytes())
-            if key in keys:
-                continue
-            keys[key] = len(out)
-            out.append(_AxisClass(dp == 0, a, b, j1s, j2s, int(p[i]), int(p[i] + dp)))
-    for c in out:
-        order = np.argsort(c.j2, kind="stable")
-        key = (c.same, c.mask2.tobytes(), c.mask1.tobytes(), c.j2[order].tobytes(),
-               c.j1[order].tobytes())
-        c.rev = keys[key]
-    return out
-
-
-def _as_conv(
-    W_or_filters: Any, shifts: bool, input_shape: Any, stride: Any, padding: Any
-) -> ConvOperator:
-    if isinstance(W_or_filters, ConvOperator):
-        if input_shape is not None:
-            raise ValueError(
-                "parameter 'input_shape' must be None when a ConvOperator is given (its own "
-                "geometry is used)"
-            )
-        return W_or_filters
-    if isinstance(W_or_filters, LinearOperator):
-        raise TypeError(
-            "parameter 'W_or_filters' must be a ConvOperator W or a filter array (K, M, *l); "
-            f"got {W_or_filters!r} (for Phi = W.T pass W = Phi.T)"
-        )
-    w = W_or_filters
-    if not hasattr(w, "ndim") or not hasattr(w, "dtype"):
-        w = np.asarray(w)
-    if w.ndim not in (3, 4):
-        raise ValueError(
-            f"parameter 'W_or_filters' must be a ConvOperator or filters of shape (K, M, l) or "
-            f"(K, M, l1, l2); got an array of shape {tuple(w.shape)}"
-        )
-    if w.dtype.kind not in "fiu":
-        raise TypeError(f"parameter 'W_or_filters' must be real; got dtype {w.dtype}")
-    d = w.ndim - 2
-    l = tuple(int(s) for s in w.shape[2:])
-    if input_shape is None:
-        t = as_int_tuple("stride", stride, d)
-        if padding != "valid":
-            raise ValueError(
-                "parameter 'input_shape' is needed with padding other than 'valid'; got "
-                f"padding={padding!r}"
-            )
-        # large enough that every relative shift (multiple of the stride) occurs
-        input_shape = tuple(la + ta * 2 * (-(-la // ta)) for la, ta in zip(l, t, strict=True))
-    return ConvOperator(w, input_shape, stride=stride, padding=padding)
-
-
-def coherence(
-    W_or_filters: Any,
-    *,
-    shifts: bool = True,
-    input_shape: int | Sequence[int] | None = None,
-    stride: int | Sequence[int] = 1,
-    padding: Any = "valid",
-    return_pair: bool = False,
-) -> Any:
-    """Coherence ``mu = max_{r != s} |<w_r, w_s>|`` of the unit-normalised rows of ``W``.
-
-    Footnote 12 of the invertibility paper (Tables 4 and 6).  Rows of ``W`` are the shifted
-    copies of the filters.
-
-    ``shifts=True``
-        All rows of ``W`` for the given geometry: pairs of filters at every relative shift
-        that occurs (multiples of the stride, at most ``n - 1`` shifts apart), including the
-        same filter at two different shifts.  With ``'valid'`` padding every row is a whole
-        filter, so the Gram entries are the filters' full cross-correlations at those lags
-        (normalised by the filter norms); with zero padding (``'same'``, ints) rows at the
-        boundary are truncated and normalised by their own (smaller) norms; with
-        ``'circular'`` rows wrap around.  Rows that lie entirely in the zero padding are
-        zero and are left out.
-    ``shifts=False``
-        The ``K`` filters alone (flattened, unit-normalised): ``max_{k != k'} |cos|``.
-
-    Computed from filter cross-correlations: one ``K x K`` product per distinct relative
-    shift (and boundary geometry) over the overlapping taps only, never from the dense
-    ``W`` (array module of the filters: NumPy or CuPy; dtype of the filters).
-
-    Parameters
-    ----------
-    W_or_filters : ConvOperator or array ``(K, M, *l)``
-        With a ConvOperator its stride, padding, groups and input shape are used.
-    shifts : bool, default True
-    input_shape : int or tuple, optional
-        Spatial input shape when filters are given.  ``None`` (with ``'valid'``): an input
-        large enough that every lag occurs (for ``'valid'`` the coherence does not depend
-        on ``D`` once ``n >= ceil(l/t)``).
-    stride, padding :
-        Geometry when filters are given (as for :class:`~modelcs.ConvOperator`).
-    return_pair : bool, default False
-        Also return the flat row indices ``(r, s)`` of ``W`` attaining the maximum (rows
-        are the C-order flattening of ``(K, *n)``; with ``shifts=False``, filter indices).
-
-    Returns
-    -------
-    float, or ``(float, (int, int))`` with ``return_pair=True``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> w = np.zeros((2, 1, 3)); w[0, 0] = [1, 0, 0]; w[1, 0] = [0, 1, 1]
-    >>> coherence(w, shifts=False)
-    0.0
-    >>> round(coherence(w, shifts=True), 4)         # w0 shifted by one tap meets w1
-    0.7071
-    >>> from modelcs import ConvOperator
-    >>> W = ConvOperator.random(64, 64, (3, 3), (14, 14), seed=0)
-    >>> 0.1 < coherence(W, shifts=False) < coherence(W) < 0.3
-    True
-    """
-    if not isinstance(shifts, (bool, np.bool_)):
-        raise TypeError(f"parameter 'shifts' must be a bool; got {shifts!r}")
-    best, _ = _coherence(W_or_filters, bool(shifts), input_shape, stride, padding)
-    return best if return_pair else best[0]
-
-
-def coherence_both(
-    W_or_filters: Any, *, input_shape: Any = None, stride: Any = 1, padding: Any = "valid"
-) -> tuple[float, float]:
-    """``(coherence(..., shifts=True), coherence(..., shifts=False))`` in one pass.
-
-    The lag-0 block of the shifted computation is the Gram matrix of the whole filters,
-    so the filters-only value comes for free when some row is a whole filter.
-    """
-    best, whole = _coherence(W_or_filters, True, input_shape, stride, padding)
-    if whole is None:
-        whole = coherence(W_or_filters, shifts=False)
-    return best[0], whole
-
-
-def _coherence(
-    W_or_filters: Any, shifts: bool, input_shape: Any, stride: Any, padding: Any
-) -> tuple[tuple[float, tuple[int, int]], float | None]:
-    """(best value, row pair) and, when computed on the way, the filters-only value."""
-    op = _as_conv(W_or_filters, shifts, input_shape, stride, padding)
-    w = op.filters
-    xp = get_array_module(w)
-    K = op.n_blocks
-    g = op.groups
-    if g > 1:  # expand grouped filters to all input channels (zeros elsewhere)
-        Mg = w.shape[1]
-        full = xp.zeros((K, Mg * g, *w.shape[2:]), dtype=w.dtype)
-        for gi in range(g):
-            ks = slice(gi * (K // g), (gi + 1) * (K // g))
-            full[ks, gi * Mg : (gi + 1) * Mg] = w[ks]
-        w = full
-    L = math.prod(op.kernel_size)
-    A = w.reshape(K, w.shape[1], L)
-    sq = (A.astype(np.float64) ** 2).sum(axis=1)  # (K, L)
-    fnorm = xp.sqrt(sq.sum(axis=1))
-    if bool((fnorm == 0).any()):
-        bad = int(to_numpy(xp.flatnonzero(fnorm == 0))[0])
-        raise ValueError(f"parameter 'W_or_filters': filter {bad} is identically zero")
-
-    if not shifts:
-        if K < 2:
-            raise ValueError("coherence needs at least two rows; got K=1 filter with shifts=False")
-        F = A.reshape(K, -1) / fnorm[:, None].astype(A.dtype)
-        G = xp.abs(F @ F.T)
-        G[xp.arange(K), xp.arange(K)] = 0
-        i = int(to_numpy(xp.argmax(G)))
-        mu = float(G.reshape(-1)[i])
-        return (mu, divmod(i, K)), mu
-
-    d = op.ndim_spatial
-    mode, pads = _parse_padding(op.padding, d, op.input_spatial, op.kernel_size, op.stride)
-    n = op.output_spatial
-    if K * math.prod(n) < 2:
-        raise ValueError(f"coherence needs at least two rows; W has {K * math.prod(n)}")
-    per_axis = [
-        _axis_classes(Da, la, ta, pa[0], mode == "circular", na)
-        for Da, la, ta, pa, na in zip(
-            op.input_spatial, op.kernel_size, op.stride, pads, n, strict=True
-        )
-    ]
-    lshape = op.kernel_size
-    best: tuple[float, tuple[int, int]] = (0.0, (0, 1))  # every pair has |<.,.>| >= 0
-    whole: float | None = None  # the filters-only value (lag 0, untruncated rows)
-    for combo in itertools.product(*[range(len(c)) for c in per_axis]):
-        rev = tuple(per_axis[a][ci].rev for a, ci in enumerate(combo))
-        if rev < combo:
-            continue  # the transposed Gram block was (or will be) computed
-        cls = [per_axis[a][ci] for a, ci in enumerate(combo)]
-        grid1 = np.meshgrid(*[c.j1 for c in cls], indexing="ij")
-        if grid1[0].size == 0:
-            continue
-        grid2 = np.meshgrid(*[c.j2 for c in cls], indexing="ij")
-        J1 = xp.asarray(np.ravel_multi_index([q.ravel() for q in grid1], lshape))
-        J2 = xp.asarray(np.ravel_multi_index([q.ravel() for q in grid2], lshape))
-        m1 = cls[0].mask1
-        m2 = cls[0].mask2
-        for c in cls[1:]:
-            m1 = np.multiply.outer(m1, c.mask1)
-            m2 = np.multiply.outer(m2, c.mask2)
-        n1 = xp.sqrt(sq @ xp.asarray(m1.reshape(-1), dtype=np.float64))
-        n2 = xp.sqrt(sq @ xp.asarray(m2.reshape(-1), dtype=np.float64))
-        G = A[:, :, J1].reshape(K, -1) @ A[:, :, J2].reshape(K, -1).T
-        den = n1[:, None] * n2[None, :]
-        G = xp.abs(G) / xp.where(den > 0, den, 1.0).astype(G.dtype)
-        G = xp.where(den > 0, G, 0)
-        if all(c.same for c in cls):
-            G[xp.arange(K), xp.arange(K)] = 0
-        i = int(to_numpy(xp.argmax(G)))
-        val = float(G.reshape(-1)[i])
-        if all(c.same and c.mask1.all() for c in cls) and K > 1:
-            whole = val
-        if val > best[0]:
-            k1, k2 = divmod(i, K)
-            r1 = k1 * math.prod(n) + int(np.ravel_multi_index([c.p1 for c in cls], n))
-            r2 = k2 * math.prod(n) + int(np.ravel_multi_index([c.p2 for c in cls], n))
-            best = (val, (r1, r2))
-    return best, whole
-
-
-# -------------------------------------------------------------------------- bounds
-@dataclass
-class Theorem31Condition:
-    """Result of :func:`theorem31_condition` (Theorem 3.1 of the invertibility paper).
-
-    Attributes
-    ----------
-    lhs : float
-        ``M l^2 / D``.
-    rhs : float
-        ``C k / delta^2 * (log K + log n - log eps)``.
-    satisfied : bool
-        ``lhs >= rhs``.
-    delta_min : float
-        Smallest ``delta_k`` the condition certifies for these sizes (may exceed 1: then
-        the theorem certifies nothing).
-    channels_min : int
-        Smallest number of input channels ``M`` that satisfies the condition.
-    n : int
-        Number of shifts used, ``(D - l)//t + 1`` (products over axes in 2-D).
-    """
-
-    lhs: float
-    rhs: float
-    satisfied: bool
-    delta_min: float
-    channels_min: int
-    n: int
-
-
-def _prod_int(name: str, v: Any) -> tuple[int, ...]:
-    if isinstance(v, (tuple, list)):
-        return as_int_tuple(name, tuple(v), len(v))
-    return (check_positive_int(name, v),)
-
-
-def theorem31_condition(
-    *,
-    M: int,
-    l: int | Sequence[int],
-    D: int | Sequence[int],
-    K: int,
-    k: int,
-    delta: float,
-    stride: int | Sequence[int] = 1,
-    eps: float = 0.05,
-    C: float = 1.0,
-) -> Theorem31Condition:
-    r"""The sample-size condition of Theorem 3.1 (invertibility paper, Sec. 3.1, App. A).
-
-    ``M l^2 / D >= C k / delta^2 * (log K + log n - log eps)`` with ``n = (D - l)/t + 1``
-    guarantees, with probability ``1 - eps``, that ``W^T`` of ``K`` random Gaussian filters
-    (``M`` channels, length ``l``, scaled ``1/sqrt(M l)``) has the model-RIP with constant
-    ``delta``.  The absolute constant ``C`` is not tracked by the paper (it depends on the
-    sub-Gaussian norm of the entries); it is a parameter here, ``1`` by default, so the
-    numbers show the scaling rather than a certified bound.  For 2-D sizes (tuples) ``l``,
-    ``D`` and ``n`` are replaced by their products over the axes (an extension; the paper
-    states the 1-D case).
-
-    .. math::
-
-        \frac{M l^2}{D} \;\ge\; \frac{C\, k}{\delta^2}
-        \left(\log K + \log n - \log \varepsilon\right),
-        \qquad n = \frac{D - l}{t} + 1 .
-
-    Parameters
-    ----------
-    M : int
-        Number of input channels.
-    l : int or sequence of int
-        Filter length (per spatial axis).
-    D : int or sequence of int
-        Input length (per spatial axis).
-    K : int
-        Number of filters.
-    k : int
-        Model sparsity (active filters).
-    delta : float
-        The model-RIP constant to certify.
-    stride : int or sequence of int
-        Stride ``t``.
-    eps : float
-        Failure probability.
-    C : float
-        The untracked absolute constant of the theorem.
-
-    Returns
-    -------
-    Theorem31Condition
-        Both sides of the inequality, whether it holds, the smallest ``delta`` it
-        certifies and the smallest ``M`` that satisfies it.
-
-    References
-    ----------
-    .. [1] A. C. Gilbert, Y. Zhang, K. Lee, Y. Zhang and H. Lee, "Towards understanding the
-       invertibility of convolutional neural networks", IJCAI 2017, Sec. 3.1, Theorem 3.1.
-
-    Examples
-    --------
-    >>> r = theorem31_condition(M=32, l=5, D=32, K=96, k=10, delta=0.5)
-    >>> r.n, round(r.lhs, 1), round(r.rhs, 1), r.satisfied, r.channels_min
-    (28, 25.0, 435.7, False, 558)
-    >>> round(r.delta_min, 2)          # with C = 1 the Figure 2 sizes certify nothing
-    2.09
-    """
-    M = check_positive_int("M", M)
-    K = check_positive_int("K", K)
-    k = check_positive_int("k", k)
-    ls = _prod_int("l", l)
-    Ds = _prod_int("D", D)
-    if len(ls) != len(Ds):
-        raise ValueError(f"parameters 'l' and 'D' must have the same number of axes; got {l}, {D}")
-    ts = as_int_tuple("stride", stride, len(ls))
-    for la, Da in zip(ls, Ds, strict=True):
-        if la > Da:
-            raise ValueError(f"parameter 'l' = {l} must be <= D = {D}")
-    n = math.prod((Da - la) // ta + 1 for la, Da, ta in zip(ls, Ds, ts, strict=True))
-    for name, v, lo_ok, hi_ok in (("delta", delta, 0.0, None), ("eps", eps, 0.0, 1.0)):
-        if not isinstance(v, (int, float, np.floating, np.integer)) or isinstance(v, bool):
-            raise TypeError(f"parameter '{name}' must be a real number; got {v!r}")
-        if not (math.isfinite(v) and v > lo_ok and (hi_ok is None or v < hi_ok)):
-            rng_txt = f"in (0, {hi_ok})" if hi_ok is not None else "> 0"
-            raise ValueError(f"parameter '{name}' must be {rng_txt}; got {v!r}")
-    if not isinstance(C, (int, float, np.floating, np.integer)) or not (
-        math.isfinite(C) and C > 0
-    ):
-        raise ValueError(f"parameter 'C' must be a positive finite number; got {C!r}")
-    Lp, Dp = math.prod(ls), math.prod(Ds)
-    logs = math.log(K) + math.log(n) - math.log(eps)
-    lhs = M * Lp**2 / Dp
-    rhs = C * k / float(delta) ** 2 * logs
-    delta_min = math.sqrt(C * k * logs / lhs)
-    channels_min = math.ceil(rhs * Dp / Lp**2 - 1e-12)
-    return Theorem31Condition(lhs, rhs, lhs >= rhs, delta_min, max(channels_min, 1), n)
-
-
-def theorem33_bound(delta_2k: Any, delta_k: Any = None) -> Any:
-    r"""The one-step reconstruction bound of Theorem 3.3.
-
-    ``||x_hat - x|| / ||x|| <= 5 delta_2k / (1 - delta_k) * sqrt((1 + delta_2k) /
-    (1 - delta_2k))`` for ``x_hat = W^T M(W x, k)``, assuming ``W^T`` has the model-RIP for
-    ``M_k^2`` with ``delta_k <= delta_2k < 1``.  ``delta_k`` defaults to ``delta_2k`` (the
-    bound is increasing in ``delta_k``, so this is still a valid bound).  Vectorised.
-
-    .. math::
-
-        \frac{\|\hat x - x\|_2}{\|x\|_2} \le
-        \frac{5\, \delta_{2k}}{1 - \delta_k}
-        \sqrt{\frac{1 + \delta_{2k}}{1 - \delta_{2k}}},
-        \qquad \hat x = W^{\mathsf T} \mathcal{M}(W x, k) .
-
-    Parameters
-    ----------
-    delta_2k : float or array_like
-        Model-RIP constant for ``M_k^2`` (codes with up to ``2k`` active filters), in
-        ``[0, 1)``.
-    delta_k : float or array_like, optional
-        Model-RIP constant for ``M_k``; defaults to ``delta_2k``.
-
-    Returns
-    -------
-    float or numpy.ndarray
-        The bound on the relative one-step reconstruction error (broadcast shape).
-
-    References
-    ----------
-    .. [1] A. C. Gilbert, Y. Zhang, K. Lee, Y. Zhang and H. Lee, "Towards understanding the
-       invertibility of convolutional neural networks", IJCAI 2017, Sec. 3.2, Theorem 3.3.
-
-    Examples
-    --------
-    >>> round(theorem33_bound(0.1), 4)
-    0.6143
-    >>> round(theorem33_bound(0.1, 0.05), 4)
-    0.5819
-    """
-    d2 = np.asarray(delta_2k, dtype=np.float64)
-    d1 = d2 if delta_k is None else np.asarray(delta_k, dtype=np.float64)
-    check_finite("delta_2k", d2)
-    check_finite("delta_k", d1)
-    if bool((d2 < 0).any() or (d2 >= 1).any()):
-        raise ValueError(f"parameter 'delta_2k' must be in [0, 1); got {delta_2k!r}")
-    if bool((d1 < 0).any() or (d1 > d2).any()):
-        raise ValueError(
-            f"parameter 'delta_k' must satisfy 0 <= delta_k <= delta_2k; got {delta_k!r} "
-            f"with delta_2k={delta_2k!r}"
-        )
-    out = 5.0 * d2 / (1.0 - d1) * np.sqrt((1.0 + d2) / (1.0 - d2))
-    return float(out) if out.ndim == 0 else out

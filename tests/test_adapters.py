@@ -695,10 +695,8 @@ def test_mobilenet_overrides_chain_to_7x7():
 
 
 def test_learned_coherence_matches_rip_and_brute_force():
-    pytest.importorskip("modelcs.rip")
     from modelcs import ConvOperator
-    from modelcs.experiments.learned import layer_coherence
-    from modelcs.rip import coherence
+    from modelcs.mutual_coherence import coherence
 
     rng = np.random.default_rng(4)
     for t in (1, 2):
@@ -709,11 +707,11 @@ def test_learned_coherence_matches_rip_and_brute_force():
         rows = rows / np.linalg.norm(rows, axis=1, keepdims=True)
         G = np.abs(rows @ rows.T)
         np.fill_diagonal(G, 0)
-        assert layer_coherence(w, stride=t, groups=4) == pytest.approx(G.max(), abs=1e-12)
+        assert coherence(w, stride=t, groups=4) == pytest.approx(G.max(), abs=1e-12)
     w = rng.standard_normal((6, 2, 3, 3))
-    assert layer_coherence(w, groups=3) == pytest.approx(
+    assert coherence(w, groups=3) == pytest.approx(
         coherence(ConvOperator(w, (6, 9, 9), groups=3)), abs=1e-12)
-    assert layer_coherence(w, groups=3, shifts=False) == pytest.approx(
+    assert coherence(w, groups=3, shifts=False) == pytest.approx(
         max(coherence(w[2 * g : 2 * g + 2], shifts=False) for g in range(3)), abs=1e-12)
 
 
@@ -804,3 +802,31 @@ def test_ml_dtypes_bfloat16_arrays_become_float32():
     layer = conv_layers({"c.weight": w})["c"]
     assert layer.filters.dtype == np.float32
     np.testing.assert_array_equal(layer.filters, np.arange(6).reshape(2, 1, 3))
+
+
+def test_one_coherence_table_for_sizes_and_trained_layers():
+    from modelcs.adapters import ConvLayer
+    from modelcs.experiments.coherence_tables import coherence_table
+    from modelcs.mutual_coherence import coherence
+
+    rng = np.random.default_rng(5)
+    dense = ConvLayer("a", rng.standard_normal((6, 2, 3, 3)), stride=2)
+    depthwise = ConvLayer("b", rng.standard_normal((4, 1, 3, 3)), groups=4)
+    twin = ConvLayer("c", rng.standard_normal((6, 2, 3, 3)), stride=2)  # same size as "a"
+    rows = coherence_table({"a": dense, "b": depthwise, "c": twin}, draws=2, seed=1,
+                           dtype=np.float64)
+    a, b, c = rows
+    assert a["learned"]["shifts"] == pytest.approx(coherence(dense.filters, stride=2), abs=1e-12)
+    assert a["learned"]["no_shifts"] == pytest.approx(
+        coherence(dense.filters, shifts=False), abs=1e-12)
+    assert b["learned"]["no_shifts"] == 0.0  # depthwise filters never share a channel
+    assert b["learned"]["shifts"] == pytest.approx(
+        coherence(depthwise.filters, groups=4), abs=1e-12)
+    assert (a["K"], a["M"], a["groups"], b["M"], b["groups"]) == (6, 2, 1, 4, 4)
+    # random banks: shared by layers of the same size, two draws each, in [0, 1]
+    assert a["shifts"]["draws"] == c["shifts"]["draws"] and a["shared_with"] == ["a", "c"]
+    assert len(b["shifts"]["draws"]) == 2 and 0 < b["shifts"]["mean"] < 1
+    # sizes given as a table (the paper's rows) draw exactly the same banks
+    sizes = coherence_table([dict(layer="a", K=6, M=2, l=3, D=9, stride=2)], draws=2, seed=1,
+                            dtype=np.float64)
+    assert sizes[0]["shifts"]["draws"] == a["shifts"]["draws"]

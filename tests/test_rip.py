@@ -1,4 +1,5 @@
-"""Tests for modelcs.rip: model-RIP ratios, delta estimates, coherence, theorem bounds.
+"""Tests for modelcs.rip (model-RIP ratios, delta estimates), modelcs.mutual_coherence and
+modelcs.theory (the Theorem 3.1 / 3.3 calculators).
 
 References are independent brute force: the dense matrix of W built by explicit loops
 (tests/reference.py) and enumeration of all supports on tiny sizes.
@@ -17,14 +18,9 @@ from reference import dense_conv_matrix
 
 from modelcs import ConvOperator
 from modelcs.models import BlockSparse, ModelSparse, TopKSparse
-from modelcs.rip import (
-    coherence,
-    coherence_both,
-    estimate_delta,
-    rip_ratios,
-    theorem31_condition,
-    theorem33_bound,
-)
+from modelcs.mutual_coherence import coherence, coherence_both
+from modelcs.rip import estimate_delta, rip_ratios
+from modelcs.theory import theorem31_condition, theorem33_bound
 
 
 # --------------------------------------------------------------------- brute force

@@ -22,13 +22,13 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from .._validation import check_positive_int
-from ..rip import coherence, coherence_both
+from ..mutual_coherence import coherence, coherence_both
 
 __all__ = ["VGG16_LAYERS", "ALEXNET_LAYERS", "coherence_table", "load_filters", "register"]
 
@@ -83,21 +83,29 @@ def _stats(v: Sequence[float]) -> dict[str, Any]:
 
 
 def coherence_table(
-    layers: Sequence[dict[str, Any]],
+    layers: Sequence[dict[str, Any]] | Mapping[str, Any],
     *,
     draws: int = 3,
     seed: Any = 0,
     dtype: Any = np.float32,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Coherence of Gaussian random banks at the given layer sizes, with and without shifts.
+    """Coherence of Gaussian random banks at given layer sizes, and of trained filters.
+
+    The random banks have i.i.d. ``N(0, 1/(M l^d))`` entries (``M`` input channels per
+    group), the paper's "Gaussian random filters with corresponding sizes"; both the
+    coherence over all shifted rows of ``W`` (``'valid'``) and over the filters alone are
+    reported (:func:`modelcs.mutual_coherence.coherence_both`).
 
     Parameters
     ----------
-    layers : list of dict
-        Entries with ``layer, K, M, l, D, stride`` (e.g. :data:`VGG16_LAYERS`).
+    layers : list of dict, or mapping of name to :class:`~modelcs.adapters.ConvLayer`
+        Sizes: entries with ``layer, K, M, l, D, stride`` (e.g. :data:`VGG16_LAYERS`).
+        Trained layers (e.g. from :func:`modelcs.adapters.conv_layers`): the random banks
+        take each layer's filter shape, stride and groups, and each row also holds the
+        trained filters' own values under ``learned``.
     draws : int
-        Independent random banks per distinct size ``(K, M, l, stride)``.
+        Independent random banks per distinct size (shape, stride and groups).
     seed : int or None
     dtype : float32 (default, fast) or float64.
     progress : callable, optional
@@ -105,9 +113,12 @@ def coherence_table(
 
     Returns
     -------
-    list of dict, one per layer: the input entry plus ``shifts`` / ``no_shifts`` statistics
-    (``mean``, ``std``, ``min``, ``max``, ``draws``), ``seconds`` (compute time of its size)
-    and ``shared_with`` (layers sharing the draws).
+    list of dict, one per layer: the size entry (for trained layers ``layer``, ``K``,
+    ``M``, ``l``, ``stride``, ``groups``, ``shape``) plus ``shifts`` / ``no_shifts``
+    statistics of the random banks (``mean``, ``std``, ``min``, ``max``, ``draws``),
+    ``seconds`` (compute time of its size) and ``shared_with`` (layers sharing the draws);
+    trained layers add ``learned = {"shifts": mu, "no_shifts": mu}`` (``no_shifts`` is
+    ``None`` for a single filter).
 
     Examples
     --------
@@ -116,38 +127,73 @@ def coherence_table(
     (['(1,1)', '(1,2)'], True)
     """
     draws = check_positive_int("draws", draws)
+    if isinstance(layers, Mapping):
+        entries = [_trained_entry(name, layer) for name, layer in layers.items()]
+    else:
+        entries = [dict(r, groups=r.get("groups", 1)) for r in layers]
+    sig_of = [_bank_size(r) for r in entries]
     ss = np.random.SeedSequence(seed)
-    cache: dict[tuple[int, ...], dict[str, Any]] = {}
-    sig_of = [(r["K"], r["M"], r["l"], r["stride"]) for r in layers]
     children = dict(zip(dict.fromkeys(sig_of), ss.spawn(len(set(sig_of))), strict=True))
+    cache: dict[tuple[Any, ...], dict[str, Any]] = {}
     out = []
-    for row, sig in zip(layers, sig_of, strict=True):
+    for row, sig in zip(entries, sig_of, strict=True):
+        shape, t, g = sig
         if sig not in cache:
-            K, M, l, t = sig
             rng = np.random.default_rng(children[sig])
             vals: dict[str, list[float]] = {"shifts": [], "no_shifts": []}
             t0 = time.perf_counter()
             for _ in range(draws):
-                w = rng.standard_normal((K, M, l, l), dtype=np.float64).astype(dtype)
-                w /= np.asarray(math.sqrt(M * l * l), dtype=dtype)
-                mu_shifts, mu_filters = coherence_both(w, stride=t)
-                vals["no_shifts"].append(mu_filters)
+                w = rng.standard_normal(shape, dtype=np.float64).astype(dtype)
+                w /= np.asarray(math.sqrt(math.prod(shape[1:])), dtype=dtype)
+                mu_shifts, mu_filters = _both(w, t, g)
                 vals["shifts"].append(mu_shifts)
+                if mu_filters is not None:
+                    vals["no_shifts"].append(mu_filters)
                 if progress is not None:
-                    progress(f"{K}x{M}x{l}x{l}")
+                    progress("x".join(map(str, shape)))
             cache[sig] = {
                 "shifts": _stats(vals["shifts"]),
-                "no_shifts": _stats(vals["no_shifts"]),
+                "no_shifts": _stats(vals["no_shifts"]) if vals["no_shifts"] else None,
                 "seconds": time.perf_counter() - t0,
             }
-        shared = [r["layer"] for r, s in zip(layers, sig_of, strict=True) if s == sig]
+        learned = row.pop("filters", None)
+        if learned is not None:
+            mu_shifts, mu_filters = _both(learned.astype(dtype), t, g)
+            row["learned"] = {"shifts": mu_shifts, "no_shifts": mu_filters}
+        shared = [r["layer"] for r, s in zip(entries, sig_of, strict=True) if s == sig]
         out.append({**row, **cache[sig], "shared_with": shared})
     return out
 
 
+def _trained_entry(name: str, layer: Any) -> dict[str, Any]:
+    """A size entry for a trained layer, carrying its filters (popped by the table)."""
+    w = np.asarray(layer.filters)
+    return dict(layer=name, K=int(w.shape[0]), M=int(w.shape[1]) * layer.groups,
+                l=tuple(int(s) for s in w.shape[2:]), stride=layer.stride, groups=layer.groups,
+                shape=tuple(int(s) for s in w.shape), filters=w)
+
+
+def _bank_size(r: dict[str, Any]) -> tuple[tuple[int, ...], Any, int]:
+    """(filter shape, stride, groups) of a table entry: what the random draws depend on."""
+    if "shape" in r:
+        shape = tuple(r["shape"])
+    else:
+        l = r["l"]
+        shape = (r["K"], r["M"], l, l) if isinstance(l, int) else (r["K"], r["M"], *l)
+    t = r["stride"]
+    return shape, (tuple(t) if isinstance(t, (list, tuple)) else t), int(r["groups"])
+
+
+def _both(w: np.ndarray, stride: Any, groups: int) -> tuple[float, float | None]:
+    """(all shifted rows, filters only) coherence; filters only is None for one filter."""
+    if w.shape[0] < 2:
+        return coherence(w, stride=stride, groups=groups), None
+    return coherence_both(w, stride=stride, groups=groups)
+
+
 def n_distinct_sizes(layers: Sequence[dict[str, Any]]) -> int:
     """Number of distinct filter-bank sizes (draw groups) in ``layers``."""
-    return len({(r["K"], r["M"], r["l"], r["stride"]) for r in layers})
+    return len({_bank_size(dict(r, groups=r.get("groups", 1))) for r in layers})
 
 
 def table_markdown(name: str, rows: Sequence[dict[str, Any]]) -> str:

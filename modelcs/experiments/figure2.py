@@ -38,7 +38,8 @@ import numpy as np
 from .._progress import progress_bar
 from ..models import ModelSparse
 from ..operators.conv import ConvOperator
-from ..rip import estimate_delta, rip_ratios, theorem31_condition, theorem33_bound
+from ..rip import estimate_delta, rip_ratios
+from ..theory import theorem31_condition, theorem33_bound
 from . import coherence_tables as ct
 
 __all__ = ["FIGURE2", "figure2_experiment", "run_demo", "register"]

@@ -6,8 +6,9 @@ Understanding the Invertibility of Convolutional Neural Networks* ("invertibilit
 Shang, Sohn, Almeida and Lee, *Understanding and Improving Convolutional Neural Networks via
 Concatenated Rectified Linear Units* ("CReLU paper"):
 
-* :func:`coherence_table` -- coherence per layer, learned vs Gaussian random filters of the
-  same sizes (invertibility paper, Table 4 / Table 6; footnote 12).
+* coherence per layer, learned vs Gaussian random filters of the same sizes
+  (:func:`modelcs.experiments.coherence_tables.coherence_table` on trained layers;
+  invertibility paper, Table 4 / Table 6; footnote 12).
 * CReLU pairing cosines ``mu_i = min_j <phi_i, phi_j>`` of learned vs random filters
   (:func:`modelcs.pairing_cosines`; CReLU paper Sec. 2.1, Figure 2 histograms).
 * model-RIP ratios ``||W^T z|| / ||z||`` for random model-k-sparse codes with the trained
@@ -26,7 +27,6 @@ Coherence, model-RIP ratios, the pairing statistic and the model projection come
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -42,8 +42,6 @@ __all__ = [
     "mobilenet_v2_overrides",
     "fold_batchnorm",
     "random_like",
-    "layer_coherence",
-    "coherence_table",
     "iht_one_step_error",
     "relu_pinv_error",
 ]
@@ -127,86 +125,6 @@ def random_like(filters: np.ndarray, *, seed: Any = None, match_norms: bool = Fa
         wn = np.linalg.norm(w.reshape(len(w), -1).astype(np.float64), axis=1)
         r = r * (wn / rn).reshape((-1,) + (1,) * (w.ndim - 1))
     return r.astype(w.dtype if w.dtype.kind == "f" else np.float64)
-
-
-# ----------------------------------------------------------------------- coherence
-def layer_coherence(filters: np.ndarray, *, stride: Any = 1, groups: int = 1,
-                    shifts: bool = True) -> float:
-    """Coherence of the rows of ``W`` for one layer, in ``'valid'`` geometry.
-
-    Rows are whole filters at every shift (multiples of the stride) that occurs
-    (``shifts=True``, invertibility footnote 12) or the ``K`` filters alone
-    (``shifts=False``); filters of different groups never overlap (inner product 0).
-    Uses :func:`modelcs.rip.coherence` on a ``ConvOperator`` over an input just large
-    enough that every relative shift occurs.
-    """
-    from ..rip import coherence
-
-    w = np.asarray(filters, dtype=np.float64)
-    d = w.ndim - 2
-    l = w.shape[2:]
-    t = (stride,) * d if isinstance(stride, int) else tuple(stride)
-    K = w.shape[0]
-    if groups > 1:
-        # rows of different groups touch disjoint channels: their inner products vanish
-        Kg = K // groups
-        if Kg == 1:
-            return _self_shift_coherence(w, t) if shifts else 0.0
-        return max(
-            layer_coherence(w[g * Kg : (g + 1) * Kg], stride=t, groups=1, shifts=shifts)
-            for g in range(groups)
-        )
-    D = tuple(la + ta * 2 * (-(-la // ta)) for la, ta in zip(l, t, strict=True))
-    if not shifts:
-        D = tuple(l)
-    W = ConvOperator(w, (w.shape[1] * groups, *D), stride=t, groups=groups)
-    return float(coherence(W, shifts=shifts))
-
-
-def _self_shift_coherence(w: np.ndarray, t: tuple[int, ...]) -> float:
-    """``max |<w_k, shift(w_k)>| / ||w_k||^2`` over nonzero lags that are multiples of ``t``."""
-    d = w.ndim - 2
-    l = w.shape[2:]
-    K = w.shape[0]
-    sq = (w.reshape(K, -1) ** 2).sum(axis=1)
-    if np.any(sq == 0):
-        raise ValueError("parameter 'filters' contains an all-zero filter")
-    best = 0.0
-    ranges = [range(0, la, ta) for la, ta in zip(l, t, strict=True)]
-    signs = [(1,)] + [(1, -1)] * (d - 1)
-    for lag in itertools.product(*ranges):
-        for sg in itertools.product(*signs):
-            s = tuple(a * b for a, b in zip(lag, sg, strict=True))
-            if all(v == 0 for v in s):
-                continue
-            a_idx = tuple(slice(max(v, 0), la + min(v, 0)) for v, la in zip(s, l, strict=True))
-            b_idx = tuple(slice(max(-v, 0), la - max(v, 0)) for v, la in zip(s, l, strict=True))
-            ip = (w[(slice(None), slice(None), *a_idx)] * w[(slice(None), slice(None), *b_idx)])
-            best = max(best, float(np.max(np.abs(ip.reshape(K, -1).sum(axis=1)) / sq)))
-    return best
-
-
-def coherence_table(
-    layers: Mapping[str, ConvLayer], *, seed: Any = 0, shifts: bool = True,
-) -> list[dict[str, Any]]:
-    """Coherence per layer: learned filters vs one Gaussian draw of the same shape (Table 4).
-
-    Returns one row per layer: ``name``, ``shape``, ``groups``, ``stride``, ``learned``,
-    ``random`` (as in the paper, a single random draw per layer).
-    """
-    rng = check_rng(seed)
-    rows = []
-    for name, layer in layers.items():
-        w = layer.filters
-        if layer.out_channels < 2 and not shifts:
-            continue  # a single filter has no pair
-        kw = dict(stride=layer.stride, groups=layer.groups, shifts=shifts)
-        rows.append(dict(
-            name=name, shape=tuple(w.shape), groups=layer.groups, stride=layer.stride,
-            learned=layer_coherence(w, **kw),  # type: ignore[arg-type]
-            random=layer_coherence(random_like(w, seed=rng), **kw),  # type: ignore[arg-type]
-        ))
-    return rows
 
 
 # ----------------------------------------------------------------------- one-step IHT
@@ -302,7 +220,9 @@ def mobilenet_v2_study(
 ) -> dict[str, Any]:
     """All four analyses on a torchvision MobileNetV2 state dict and one natural image.
 
-    Returns a dict with ``coherence`` (rows of :func:`coherence_table`), ``pairing``
+    Returns a dict with ``coherence`` (one row per layer: ``name``, ``shape``, ``groups``,
+    ``stride`` and the coherence over all shifted rows of the ``learned`` filters and of
+    one ``random`` Gaussian bank of the same size), ``pairing
     (``{layer: (learned mu, random mu)}``), ``rip`` (``{(layer, k): (learned, random)}``
     ratio arrays), ``reconstruction`` (``{name: (learned, random)}`` relative errors, plus
     ``'random activation'``), ``sparsity`` (the ``k`` used) and ``pinv`` (active fraction and
@@ -312,6 +232,7 @@ def mobilenet_v2_study(
     from ..adapters.torch import load_state_dict
     from ..models import ModelSparse
     from ..rip import rip_ratios
+    from .coherence_tables import coherence_table
 
     rng = check_rng(seed)
     geo = mobilenet_v2_overrides()
@@ -321,7 +242,13 @@ def mobilenet_v2_study(
 
     # 1. coherence per layer (Table 4 analogue)
     names = list(layers)[:10] if small else list(layers)
-    out["coherence"] = coherence_table({n: layers[n] for n in names}, seed=rng)
+    rows = coherence_table({n: layers[n] for n in names}, draws=1,
+                           seed=int(rng.integers(2**63)), dtype=np.float64)
+    out["coherence"] = [
+        dict(name=r["layer"], shape=r["shape"], groups=r["groups"], stride=r["stride"],
+             learned=r["learned"]["shifts"], random=r["shifts"]["mean"])
+        for r in rows
+    ]
 
     # 2. pairing (CReLU Figure 2 analogue): the first dense layers
     pair_layers = ["features.0.0", "features.2.conv.0.0", "features.3.conv.0.0", "features.18.0"]

@@ -267,6 +267,51 @@ class ConvOperator(LinearOperator):
         geom = zip(self._Dp, self.kernel_size, self.stride, strict=True)
         return tuple((Dp - la) % ta for Dp, la, ta in geom)
 
+    # ---------------------------------------------- boundary geometry (public seam)
+    # Read-only views of how the input is extended at its boundary, for code that works
+    # on the rows of W without applying W (modelcs.rip: coherence, restricted Grams).
+    @property
+    def padding_mode(self) -> str:
+        """How the input is extended at its boundary: ``'zeros'`` or ``'circular'``.
+
+        ``'valid'``, ``'same'`` and integer paddings are ``'zeros'`` (with widths
+        :attr:`padding_widths`); ``'circular'`` wraps the input around.
+        """
+        return self._mode
+
+    @property
+    def padding_widths(self) -> tuple[tuple[int, int], ...]:
+        """Zero padding ``(before, after)`` per spatial axis (``(0, 0)`` when circular)."""
+        return self._pads
+
+    @property
+    def padded_shape(self) -> tuple[int, ...]:
+        """Spatial shape of the extended input the filters slide over.
+
+        ``D + before + after`` per axis for zero padding, ``D + l - 1`` for circular
+        padding (the first ``l - 1`` samples repeated at the end).
+        """
+        return self._Dp
+
+    def unpad(self, xpad: Any) -> Any:
+        """Map an extended batch ``(B, M, *padded_shape)`` back to inputs ``(B, M, *D)``.
+
+        The adjoint of extending the input: zero padding is cropped, circularly wrapped
+        samples are added back onto the samples they repeat.  Rows of ``W`` are
+        ``unpad`` of a filter placed at its shift in the extended input.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> W = ConvOperator(np.ones((1, 1, 3)), 4, padding="circular")
+        >>> W.padding_mode, W.padded_shape
+        ('circular', (6,))
+        >>> W.unpad(np.arange(6.0).reshape(1, 1, 6))       # samples 4, 5 wrap onto 0, 1
+        array([[[4., 6., 2., 3.]]])
+        """
+        return self._unpad(xpad)
+    # ---------------------------------------------- end of boundary geometry seam
+
     def _params(self) -> dict[str, Any]:
         return dict(
             stride=self.stride, padding=self.padding, groups=self.groups, engine=self.engine
