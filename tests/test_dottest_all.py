@@ -37,7 +37,7 @@ def _matrix_ops(dtype):
     from scipy import sparse
     from scipy.sparse.linalg import aslinearoperator
 
-    from modelcs import MatrixOperator  # issue 13's matrix operator
+    from modelcs import MatrixOperator  # matrices, sparse and matvec objects as operators
 
     A = np.random.default_rng(3).standard_normal((7, 5)).astype(dtype)
     return [
@@ -82,7 +82,7 @@ BUILDERS: dict[str, Callable[[type], list[LinearOperator]]] = {
         vstack([_conv(dt), _conv(dt).T @ _conv(dt)]),  # different output shapes
     ],
     "modelcs.inversion._MaskedConv": _masked_conv,
-    # landing with issue 13 (public contract); used once the classes exist
+    # classes of the public-contract work in flight; used once they exist
     "modelcs.operators.matrix.MatrixOperator": _matrix_ops,
     "modelcs.operators.base.MaskedOperator": _masked_ops,
 }
