@@ -86,7 +86,7 @@ def main() -> None:
                  t_vl, f"{vl[0]:.6f}"))
     if args.small or args.valid_smallest:
         t_vs, vs = best_of(lambda: singular_values(Wv, k=1, which="smallest", tol=1e-6,
-                                                   maxiter=5000), args.vgg_repeats)
+                                                   max_iter=5000), args.vgg_repeats)
         rows.append(("  smallest (nonzero side, Lanczos on W W^T, tol 1e-6)", t_vs,
                      f"{vs[0]:.6f}"))
 

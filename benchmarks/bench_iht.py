@@ -120,11 +120,11 @@ def main() -> None:
     rows = []
 
     # ------------------------------------------------------------ Fig. 2 setting
-    W = ConvOperator.random(96, 32, 5, 32, seed=0)
+    W = ConvOperator.random(96, 32, 5, 32, rng=0)
     K, n = W.out_shape
     k = 10
     model = ModelSparse(k)
-    Z = model.sample(W.out_shape, n_codes, seed=1)
+    Z = model.sample(W.out_shape, n_codes, rng=1)
     Y = W.T @ Z
     case = f"Fig.2 1-D, {n_codes} codes"
     D = W.T.to_dense()  # MD x Kn, formed once outside the timing
@@ -170,12 +170,12 @@ def main() -> None:
     t_ref = best["modelcs iht (one call)"][0]
 
     # ------------------------------------------------------------ S2: project share
-    W2 = ConvOperator.random(512, 512, (3, 3), (15, 15), seed=0)
+    W2 = ConvOperator.random(512, 512, (3, 3), (15, 15), rng=0)
     n_it = 2 if args.quick else 4
     share_rows = []
     for pool in (None, (2, 2)):
         tm = TimedModel(100, pool=pool)
-        Z2 = tm.sample(W2.out_shape, 16, seed=2)
+        Z2 = tm.sample(W2.out_shape, 16, rng=2)
         Y2 = W2.T @ Z2
         best_s2 = (np.inf, 0.0)
         for _ in range(repeats):

@@ -227,8 +227,8 @@ def main() -> None:
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     cases = {
-        "C1 1-D l=5 M=32 K=96 D=32": ConvOperator.random(96, 32, 5, 32, seed=1),
-        "C2 2-D l=3 M=16 K=32 D=16": ConvOperator.random(32, 16, (3, 3), (16, 16), seed=2),
+        "C1 1-D l=5 M=32 K=96 D=32": ConvOperator.random(96, 32, 5, 32, rng=1),
+        "C2 2-D l=3 M=16 K=32 D=16": ConvOperator.random(32, 16, (3, 3), (16, 16), rng=2),
     }
     for name, W in cases.items():
         y = rng.standard_normal(W.in_shape)
@@ -236,7 +236,7 @@ def main() -> None:
         print_table(name + " ('valid')", case_dense(W, y, lam))
         print_table(name + " (circular, for SPORCO)", case_circular(W, y, lam))
     if not args.no_vgg:
-        W = ConvOperator.random(512, 512, (3, 3), (15, 15), seed=3)
+        W = ConvOperator.random(512, 512, (3, 3), (15, 15), rng=3)
         y = rng.standard_normal(W.in_shape)
         lam = 0.1 * float(np.abs(W @ y).max())
         t, res = timed(lambda: lasso(W.T, y, lam, tol=1e-6, max_iter=20000))

@@ -150,7 +150,7 @@ def pylops_peer(W: ConvOperator, k_sub: int):
 
 def bench_case(name, K, M, l, D, B, dtype, reps, have_torch, have_pylops, rng):
     """Time one size and dtype; returns two table rows (forward, adjoint)."""
-    W = ConvOperator.random(K, M, l, D, seed=0, dtype=dtype)
+    W = ConvOperator.random(K, M, l, D, rng=0, dtype=dtype)
     x = rng.standard_normal((B, *W.in_shape)).astype(dtype)
     z = rng.standard_normal((B, *W.out_shape)).astype(dtype)
     Wn = W.with_engine(W._choose(x, allow_torch=False))

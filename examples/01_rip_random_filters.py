@@ -42,11 +42,11 @@ def main() -> None:
 
     ratios, p95, worst, mu_s, mu_f = {}, [], [], [], []
     for M in channels:
-        W = ConvOperator.random(K, M, l, D, seed=M, engine="gemm")
-        r = rip_ratios(W.T, model, trials, seed=1)
+        W = ConvOperator.random(K, M, l, D, rng=M, engine="gemm")
+        r = rip_ratios(W.T, model, n_trials=trials, rng=1)
         ratios[M] = r
         p95.append(float(np.quantile(np.abs(r**2 - 1), 0.95)))
-        worst.append(estimate_delta(W.T, model, n_trials=budget, seed=2,
+        worst.append(estimate_delta(W.T, model, n_trials=budget, rng=2,
                                     search="adversarial").delta)
         mu_s.append(coherence(W))
         mu_f.append(coherence(W, shifts=False))

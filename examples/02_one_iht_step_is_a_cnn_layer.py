@@ -64,10 +64,10 @@ def main() -> None:
     n_codes = 100 if small else 1000
     t0 = time.perf_counter()
 
-    W = ConvOperator.random(96, 32, 5, 32, seed=0)
+    W = ConvOperator.random(96, 32, 5, 32, rng=0)
     k = 10
     known, fixed = ModelSparse(k), ModelSparse(k, switches="fixed")
-    Z = known.sample(W.out_shape, n_codes, seed=1)
+    Z = known.sample(W.out_shape, n_codes, rng=1)
     X = W.T @ Z
 
     # one CNN layer == first IHT iteration, exactly
@@ -100,7 +100,7 @@ def main() -> None:
         )
 
     # 2-D layer with 2x2 max pooling by value on ReLU activations
-    W2 = ConvOperator.random(8, 3, (3, 3), (18, 18), seed=2)
+    W2 = ConvOperator.random(8, 3, (3, 3), (18, 18), rng=2)
     x2 = np.random.default_rng(3).random((3, 18, 18))
     pool = ModelSparse(0, pool=(2, 2), by="value")
     pool = pool.with_k(pool.n_units(W2.out_shape))  # keep every region: pure max pool + unpool

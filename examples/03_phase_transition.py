@@ -49,7 +49,7 @@ def main() -> None:
         grid.update(ks=[1, 2, 4, 6, 8, 10, 12, 14, 16], channels=[2, 3, 4, 6], trials=30)
 
     t0 = time.perf_counter()
-    res = phase_transition(**grid, seed=0)
+    res = phase_transition(**grid, rng=0)
     print(summary(res))
     print(f"(local sweep: {time.perf_counter() - t0:.1f} s)")
 
@@ -58,15 +58,15 @@ def main() -> None:
 
         with local_cluster(args.workers) as cluster, Client(cluster) as client:
             t0 = time.perf_counter()
-            remote = phase_transition(**grid, seed=0, client=client)
+            remote = phase_transition(**grid, rng=0, client=client)
         same = np.array_equal(remote.counts, res.counts)
         print(f"Dask LocalCluster ({args.workers} processes): {time.perf_counter() - t0:.1f} s; "
               f"identical success array: {same}")
 
     s = res.success
-    a_m, a_i = res.algorithms.index("model_iht"), res.algorithms.index("iht")
+    a_m, a_i = res.algorithms.index("model_iht"), res.algorithms.index("niht")
     diff = s[a_m] - s[a_i]
-    print(f"model-IHT minus plain IHT success, over all {diff.size} cells: "
+    print(f"model-IHT minus plain (normalized) IHT success, over all {diff.size} cells: "
           f"min {diff.min():+.2f}, mean {diff.mean():+.2f}, max {diff.max():+.2f}")
     secs = {a: float(res.cell_seconds[i].sum()) for i, a in enumerate(res.algorithms)}
     print("seconds per algorithm: " + ", ".join(f"{a} {t:.1f}" for a, t in secs.items()))

@@ -70,7 +70,7 @@ def pairing(rng: np.random.Generator) -> dict[str, np.ndarray]:
 
 
 def proposition_21(rng: np.random.Generator) -> None:
-    W = ConvOperator.random(3, 4, (3, 3), (9, 9), stride=2, seed=1)  # 48 x 324: a subspace
+    W = ConvOperator.random(3, 4, (3, 3), (9, 9), stride=2, rng=1)  # 48 x 324: a subspace
     A = W.to_dense()
     P = np.linalg.pinv(A) @ A
     x = rng.standard_normal((8, *W.in_shape))
@@ -155,7 +155,7 @@ def table_s1(rng: np.random.Generator, n_samples: int) -> list[tuple]:
 
 
 def theorem_a5(rng: np.random.Generator, n_cases: int) -> tuple[np.ndarray, np.ndarray]:
-    W = ConvOperator.random(6, 4, (3, 3), (8, 8), normalized=True, seed=5)
+    W = ConvOperator.random(6, 4, (3, 3), (8, 8), normalized=True, rng=5)
     K, n = W.out_shape[0], W.out_shape[1:]
     c = np.zeros((n_cases, K, int(np.prod(n))))
     act = rng.random((n_cases, K)) < 0.5

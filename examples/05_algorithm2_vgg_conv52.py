@@ -38,11 +38,11 @@ def main() -> int:
     M = K = 32 if small else 512
     D = 10 if small else 15
     B = 16
-    W = ConvOperator.random(K, M, (3, 3), (D, D), seed=0)
+    W = ConvOperator.random(K, M, (3, 3), (D, D), rng=0)
     pool = (2, 2)
     regions = ModelSparse(0, pool=pool).n_units(W.out_shape)
     k = max(1, regions // 20)  # 5% of the pooling regions active
-    z_true = ModelSparse(k, pool=pool).sample(W.out_shape, B, seed=1)
+    z_true = ModelSparse(k, pool=pool).sample(W.out_shape, B, rng=1)
     rng = np.random.default_rng(2)
     x = W.T @ z_true
     x = x + 0.01 * np.linalg.norm(x.reshape(B, -1), axis=1).reshape(B, 1, 1, 1) / np.sqrt(

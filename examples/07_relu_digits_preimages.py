@@ -103,7 +103,7 @@ def main() -> None:
         ext = np.array([distant_preimage_point(Aw, bw, yw, e)[j]
                         - distant_preimage_point(Aw, bw, yw, -e)[j]
                         for j, e in enumerate(np.eye(64))])
-    wide_far = distant_preimage_point(Aw, bw, yw, seed=0, bounds=(0.0, 16.0))
+    wide_far = distant_preimage_point(Aw, bw, yw, rng=0, bounds=(0.0, 16.0))
 
     # ---- figure
     fig = plt.figure(figsize=(15, 8))

@@ -19,7 +19,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["get_array_module", "is_cupy_array", "to_numpy", "result_dtype", "has_module"]
+__all__ = [
+    "get_array_module",
+    "is_cupy_array",
+    "is_torch_tensor",
+    "from_torch",
+    "to_torch_like",
+    "to_numpy",
+    "result_dtype",
+    "has_module",
+]
 
 _HAS: dict[str, bool] = {}
 
@@ -34,6 +43,42 @@ def has_module(name: str) -> bool:
 def is_cupy_array(a: Any) -> bool:
     """True when ``a`` is a CuPy ndarray (checked without importing CuPy)."""
     return type(a).__module__.startswith("cupy")
+
+
+def is_torch_tensor(a: Any) -> bool:
+    """True when ``a`` is a ``torch.Tensor`` (checked without importing torch)."""
+    return type(a).__module__.startswith("torch") and hasattr(a, "__dlpack__")
+
+
+def from_torch(t: Any, name: str = "x") -> Any:
+    """A torch tensor as a NumPy array (CPU) or a CuPy array (CUDA), zero-copy via DLPack.
+
+    Tensors that require grad are detached (modelcs does not track gradients); complex
+    tensors are rejected by the callers' dtype rules like complex arrays.
+    """
+    t = t.detach()
+    if t.device.type == "cpu":
+        if not t.is_contiguous():
+            t = t.contiguous()
+        return np.from_dlpack(t)
+    if t.device.type == "cuda":
+        import cupy  # noqa: PLC0415  (optional dependency)
+
+        return cupy.from_dlpack(t)
+    raise TypeError(
+        f"parameter '{name}' is a torch tensor on device {t.device}; expected a CPU or CUDA "
+        "tensor (move it with .cpu())"
+    )
+
+
+def to_torch_like(a: Any, like: Any) -> Any:
+    """Array ``a`` (NumPy/CuPy) as a torch tensor on ``like``'s device, zero-copy via DLPack."""
+    import torch  # noqa: PLC0415  (only reached with a torch input)
+
+    if isinstance(a, np.ndarray) and not a.flags.c_contiguous:
+        a = np.ascontiguousarray(a)
+    out = torch.from_dlpack(a)
+    return out if out.device == like.device else out.to(like.device)
 
 
 def get_array_module(*arrays: Any) -> ModuleType:

@@ -1,6 +1,18 @@
 """Shared argument checks with uniform error messages.
 
-Every message names the parameter, the value received and what was expected.
+Every message names the parameter, the value received and what was expected.  One
+exception type per kind of mistake, everywhere in the library:
+
+* ``TypeError``  -- the argument has the wrong *type* (a string where a number is
+  expected, a complex array, an object that is not an operator);
+* ``ValueError`` -- the type is right but the *value* or *shape* is not (a negative
+  ``tol``, ``max_iter = 0`` where at least one iteration is needed, a measurement
+  vector whose length does not match the operator, NaN or Inf entries).
+
+Conventions shared by every public function (see the README's conventions table):
+``max_iter`` (iteration cap), ``tol`` (relative tolerance), ``rng`` (randomness, SciPy
+SPEC 7: ``None``, an ``int`` or a ``numpy.random.Generator``; default ``None`` = fresh
+OS entropy everywhere) and ``callback``.
 """
 
 from __future__ import annotations
@@ -20,6 +32,10 @@ __all__ = [
     "check_nonnegative_int",
     "check_choice",
     "check_rng",
+    "check_max_iter",
+    "check_tol",
+    "as_batch",
+    "unbatch",
 ]
 
 
@@ -88,13 +104,82 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     return value
 
 
-def check_rng(seed: Any = None) -> np.random.Generator:
-    """A ``numpy.random.Generator`` from ``None``, an int, a SeedSequence or a Generator."""
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if seed is None or _is_int(seed) or isinstance(seed, np.random.SeedSequence):
-        return np.random.default_rng(seed)
+def check_rng(rng: Any = None, name: str = "rng") -> np.random.Generator:
+    """A ``numpy.random.Generator`` from ``None``, an int, a SeedSequence or a Generator.
+
+    SciPy SPEC 7: ``None`` draws fresh entropy from the OS, an int (or SeedSequence) seeds
+    a new generator, a ``Generator`` is used as is (and advanced).
+    """
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None or _is_int(rng) or isinstance(rng, np.random.SeedSequence):
+        if _is_int(rng) and rng < 0:
+            raise ValueError(f"parameter '{name}' must be a non-negative integer seed; got {rng!r}")
+        return np.random.default_rng(rng)
     raise TypeError(
-        f"parameter 'seed' must be None, an int, a numpy SeedSequence or a numpy Generator; "
-        f"got {seed!r}"
+        f"parameter '{name}' must be None, an int, a numpy SeedSequence or a numpy Generator; "
+        f"got {rng!r}"
     )
+
+
+def check_max_iter(value: Any, name: str = "max_iter", *, minimum: int = 0) -> int:
+    """Return ``int(value)`` or raise if it is not an integer ``>= minimum``."""
+    if not _is_int(value):
+        raise TypeError(f"parameter '{name}' must be an integer >= {minimum}; got {value!r}")
+    if value < minimum:
+        raise ValueError(f"parameter '{name}' must be an integer >= {minimum}; got {value!r}")
+    return int(value)
+
+
+def check_tol(value: Any, name: str = "tol") -> float:
+    """Return ``float(value)`` or raise if it is not a finite real number ``>= 0``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"parameter '{name}' must be a finite real number >= 0; got {value!r}")
+    v = float(value)
+    if not (np.isfinite(v) and v >= 0):
+        raise ValueError(f"parameter '{name}' must be a finite real number >= 0; got {value!r}")
+    return v
+
+
+def as_batch(
+    name: str, a: Any, shape: tuple[int, ...], *, batch: int | None = None, flat: bool = True
+) -> tuple[Any, str]:
+    """View ``a`` as a batch ``(B, *shape)``; the one-signal-or-batch decision of the library.
+
+    Accepted: one item of shape ``shape`` (``kind = "single"``), a batch ``(B, *shape)``
+    (``"batch"``) and, when ``flat`` and ``shape`` has several axes, one flat item of length
+    ``prod(shape)`` (``"flat"``).  With ``batch`` given, a batch must have exactly that many
+    items.  Returns ``(ab, kind)``; :func:`unbatch` undoes it on a result.
+
+    Raises ``ValueError`` naming ``name`` when the shape fits none of these.
+    """
+    if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+        a = np.asarray(a)
+    shp = tuple(a.shape)
+    if shp == tuple(shape):
+        return a.reshape((1, *shape)), "single"
+    if a.ndim == len(shape) + 1 and shp[1:] == tuple(shape):
+        if batch is not None and shp[0] != batch:
+            raise ValueError(
+                f"parameter '{name}' is a batch of {shp[0]}; expected {batch} items like the "
+                f"other batched inputs (shape ({batch}, {', '.join(map(str, shape))}))"
+            )
+        if shp[0] == 0:
+            raise ValueError(f"parameter '{name}' is an empty batch (B = 0); expected B >= 1")
+        return a, "batch"
+    n = int(np.prod(shape))
+    if flat and len(shape) > 1 and a.ndim == 1 and shp[0] == n:
+        return a.reshape((1, *shape)), "flat"
+    want = f"{tuple(shape)}, a batch (B, {', '.join(map(str, shape))})"
+    if flat and len(shape) > 1:
+        want += f" or a flat vector of length {n}"
+    raise ValueError(f"parameter '{name}' has shape {shp}; expected {want}")
+
+
+def unbatch(a: Any, kind: str, shape: tuple[int, ...] | None = None) -> Any:
+    """Undo :func:`as_batch` on a batched result ``(B, *shape)``: drop or keep the batch."""
+    if kind == "batch":
+        return a
+    if kind == "flat":
+        return a[0].reshape(-1)
+    return a[0]

@@ -101,11 +101,20 @@ def topk_mask(keys: Any, k: int) -> Any:
     return greater | (equal & (xp.cumsum(equal, axis=1) <= need))
 
 
-def _split_batch(z: Any, ndim: int | None, batched: bool | None, name: str = "z") -> bool:
+def _split_batch(
+    z: Any, ndim: int | None, batched: bool | None, name: str = "z", min_axes: int = 2
+) -> bool:
     """Decide whether ``z`` carries a leading batch axis; raise on impossible shapes."""
     if not hasattr(z, "ndim"):
         raise TypeError(f"parameter '{name}' must be an array; got {type(z).__name__}")
     if batched is not None:
+        if ndim is None and min_axes == 1:
+            if z.ndim < (2 if batched else 1):
+                raise ValueError(
+                    f"parameter '{name}' has shape {tuple(z.shape)}; with batched={batched} "
+                    f"expected at least {2 if batched else 1} axes"
+                )
+            return bool(batched)
         need = (3 if batched else 2) if ndim is None else ndim + (2 if batched else 1)
         if z.ndim != need and not (ndim is None and z.ndim >= need):
             raise ValueError(
@@ -122,8 +131,8 @@ def _split_batch(z: Any, ndim: int | None, batched: bool | None, name: str = "z"
             f"parameter '{name}' has shape {tuple(z.shape)} (ndim {z.ndim}); expected a code "
             f"(K, *n) with {ndim} spatial axes (ndim {ndim + 1}) or a batch (ndim {ndim + 2})"
         )
-    if z.ndim == 2:
-        return False
+    if z.ndim == 2 or (z.ndim == 1 and min_axes == 1):
+        return False  # one code (K, n); a flat code (n,) for models that allow it
     if z.ndim == 4:
         return True
     if z.ndim == 3:
@@ -145,10 +154,47 @@ class SparsityModel:
     :meth:`_units` (the number of selectable units for a code shape).
     """
 
-    k: int
+    k: int  # ModelSparse also allows None (one nonzero per unit)
     ndim: int | None
+    _min_axes = 2  # codes need (K, *n); models that accept flat codes (n,) set 1
 
     # ----------------------------------------------------------------- public API
+    def check_code_shape(self, code_shape: Any) -> tuple[int, ...]:
+        """Validate a code shape for this model (axes, ``k`` vs units); return it as a tuple.
+
+        Solvers call this once before iterating with :meth:`project_batch`.
+
+        >>> TopKSparse(3).check_code_shape((200,))
+        (200,)
+        """
+        shape = self._check_code_shape(code_shape)
+        self._check_k(self._units(shape), shape)
+        return shape
+
+    def project_batch(self, zb: Any) -> Any:
+        """``M(z, k)`` of a batch ``(B, *code_shape)``, with no checks (the solvers' fast path).
+
+        ``zb`` must be finite, real and have a leading batch axis, with ``code_shape``
+        accepted by :meth:`check_code_shape`; use :meth:`project` for checked input.
+
+        >>> TopKSparse(1).project_batch(np.array([[1.0, -3.0], [2.0, 0.5]]))
+        array([[ 0., -3.],
+               [ 2.,  0.]])
+        """
+        return self._project_batch(zb)
+
+    def support_sum(self, zb: Any, c: int) -> Any:
+        """Support of the best approximation of each ``zb[i]`` by a sum of ``c`` model points.
+
+        The model ``M_k^c`` of Baraniuk, Cevher, Duarte & Hegde, "Model-based compressive
+        sensing" (2010), Sec. 4 (used with ``c = 2`` by model-based CoSaMP).  ``zb`` is a
+        batch as for :meth:`project_batch`; returns a boolean array of its shape.
+
+        >>> TopKSparse(1).support_sum(np.array([[1.0, -3.0, 0.5]]), 2)
+        array([[ True,  True, False]])
+        """
+        return self._support_sum(zb, c)
+
     def project(self, z: Any, *, batched: bool | None = None) -> Any:
         """The model's projection ``M(z, k)`` of a code or batch of codes.
 
@@ -189,7 +235,7 @@ class SparsityModel:
         code_shape: Any,
         n: int | None = None,
         *,
-        seed: Any = None,
+        rng: Any = None,
         low: float = -1.0,
         high: float = 1.0,
         dtype: Any = np.float64,
@@ -207,10 +253,12 @@ class SparsityModel:
             Shape of one code (``W.out_shape``).
         n : int, optional
             Number of codes; ``None`` returns a single code of shape ``code_shape``.
-        seed : None, int, SeedSequence or numpy Generator
+        rng : None, int, SeedSequence or numpy Generator
+            Randomness (SciPy SPEC 7; ``None``: fresh OS entropy).
         low, high : float
             Range of the nonzero values.
-        dtype : float dtype of the result.
+        dtype : float dtype of the result (float32 or float64; integer or boolean dtypes
+            are refused: they would truncate the uniform values).
 
         Returns
         -------
@@ -225,10 +273,19 @@ class SparsityModel:
             raise ValueError(
                 f"parameters 'low', 'high' must be finite with low <= high; got {low!r}, {high!r}"
             )
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"parameter 'dtype' must be a float dtype; got {dtype!r}") from None
+        if dt.kind != "f":
+            raise TypeError(
+                f"parameter 'dtype' must be a floating dtype (float32 or float64); got {dt}: "
+                "integer or boolean codes would truncate the uniform nonzero values"
+            )
         n_u = self._units(shape)
         self._check_k(n_u, shape)
-        rng = check_rng(seed)
-        out = self._sample_batch(shape, n_codes, rng, float(low), float(high), np.dtype(dtype))
+        gen = check_rng(rng)
+        out = self._sample_batch(shape, n_codes, gen, float(low), float(high), dt)
         return out if n is not None else out[0]
 
     # ------------------------------------------------------------------ internals
@@ -236,8 +293,20 @@ class SparsityModel:
         if isinstance(code_shape, int) or not hasattr(code_shape, "__len__"):
             raise TypeError(f"parameter 'code_shape' must be a tuple (K, *n); got {code_shape!r}")
         shape = tuple(code_shape)
-        if len(shape) < 2 or (self.ndim is not None and len(shape) != self.ndim + 1):
-            want = "(K, *n)" if self.ndim is None else f"(K, *n) with {self.ndim} spatial axes"
+        if len(shape) < self._min_axes or (
+            self.ndim is not None and len(shape) != self.ndim + 1
+        ):
+            want = "(K, *n)" if self.ndim is None else (
+                f"(K, *n) with {self.ndim} spatial axes (the model has ndim={self.ndim})"
+            )
+            if self._min_axes == 1 and self.ndim is None:
+                want = "a flat code (n,) or (K, *n)"
+            elif self._min_axes == 2 and len(shape) == 1:
+                want += (
+                    f" ({type(self).__name__} needs codes with a block axis; for a flat code "
+                    "use TopKSparse, BlockSparse(k, block_size=...), or give the operator "
+                    "in_shape=(K, n))"
+                )
             raise ValueError(f"parameter 'code_shape' must be {want}; got {shape!r}")
         for s in shape:
             check_positive_int("code_shape entry", s)
@@ -246,7 +315,7 @@ class SparsityModel:
     def _prepare(self, z: Any, batched: bool | None) -> tuple[Any, bool]:
         if batched is not None and not isinstance(batched, bool):
             raise TypeError(f"parameter 'batched' must be None or a bool; got {batched!r}")
-        was_batched = _split_batch(z, self.ndim, batched)
+        was_batched = _split_batch(z, self.ndim, batched, min_axes=self._min_axes)
         if z.dtype.kind not in "fiu":
             raise TypeError(f"parameter 'z' must be a real numeric array; got dtype {z.dtype}")
         check_finite("z", z)
@@ -257,7 +326,7 @@ class SparsityModel:
         return zb, was_batched
 
     def _check_k(self, n_units: int, shape: tuple[int, ...]) -> None:
-        if self.k > n_units:
+        if self.k is not None and self.k > n_units:
             raise ValueError(
                 f"parameter 'k' = {self.k} exceeds the number of {self._unit_name} "
                 f"({n_units}) of a code of shape {shape}"
@@ -324,8 +393,9 @@ class ModelSparse(SparsityModel):
 
     Parameters
     ----------
-    k : int >= 0
-        Number of nonzeros kept.
+    k : int >= 0 or None
+        Number of nonzeros kept; ``None``: one per unit (every pooling region keeps its
+        maximum, as a max-pooling layer does).
     pool : None, int or tuple of int
         Pooling region size (an int applies to every spatial axis).
     switches : {"known", "fixed"}
@@ -355,14 +425,15 @@ class ModelSparse(SparsityModel):
 
     def __init__(
         self,
-        k: int,
+        k: int | None,
         *,
         pool: Any = None,
         switches: str = "known",
         by: str = "abs",
         ndim: int | None = None,
     ):
-        self.k = check_nonnegative_int("k", k)
+        # None: one nonzero per unit (typed int for the other models' arithmetic)
+        self.k = None if k is None else check_nonnegative_int("k", k)  # type: ignore[assignment]
         self.switches = check_choice("switches", switches, ("known", "fixed"))
         self.by = check_choice("by", by, ("abs", "value"))
         if ndim is not None:
@@ -521,13 +592,40 @@ class ModelSparse(SparsityModel):
             )
         return best_key.reshape(B, K, -1), best_val.reshape(B, K, -1), pos
 
+    def pooled(self, z: Any, *, batched: bool | None = None) -> Any:
+        """The pooled map: per unit, the kept value (0 for units not among the ``k`` kept).
+
+        For ``pool=p`` the result has shape ``(K, *r)`` (or ``(B, K, *r)``) with
+        ``r = ceil(n / p)`` regions per axis -- what a max-pooling layer outputs; for
+        ``pool=None`` one value per filter block, shape ``(K,)`` (or ``(B, K)``).
+
+        >>> ModelSparse(None, pool=2, by="value").pooled(np.array([[1.0, -4.0, 3.0, 0.0, 2.0]]))
+        array([[1., 3., 2.]])
+        """
+        zb, was_batched = self._prepare(z, batched)
+        xp = get_array_module(zb)
+        B, K = zb.shape[:2]
+        kkey, kval, _ = self._unit_max(zb)
+        U = kkey.shape[2]
+        k = K * U if self.k is None else self.k
+        sel = topk_mask(kkey.reshape(B, K * U), k).reshape(B, K, U)
+        out = xp.where(sel, kval, 0).astype(zb.dtype)
+        spatial = tuple(zb.shape[2:])
+        p = self._pool_for(spatial)
+        if p is None:
+            out = out.reshape(B, K)
+        else:
+            out = out.reshape(B, K, *(-(-ni // pi) for ni, pi in zip(spatial, p, strict=True)))
+        return out if was_batched else out[0]
+
     def _project_batch(self, zb: Any) -> Any:
         xp = get_array_module(zb)
         B, K = zb.shape[:2]
         N = math.prod(zb.shape[2:])
         kkey, kval, pos = self._unit_max(zb)  # (B, K, U)
         U = kkey.shape[2]
-        sel = topk_mask(kkey.reshape(B, K * U), self.k).reshape(B, K, U)
+        k = K * U if self.k is None else self.k  # k=None: every unit keeps its maximum
+        sel = topk_mask(kkey.reshape(B, K * U), k).reshape(B, K, U)
         if self.switches == "fixed" and self.pool is None:
             pos = xp.zeros_like(pos)
         out = xp.zeros((B, K, N), dtype=zb.dtype)
@@ -558,7 +656,8 @@ class ModelSparse(SparsityModel):
         else:
             n_cand = K * U * min(c, P)
         ckeys = xp.where(cand, keys, -np.inf).reshape(B, K * U * P)
-        sel = topk_mask(ckeys, min(c * self.k, n_cand)).reshape(B, K, U, P) & cand
+        ck = n_cand if self.k is None else min(c * self.k, n_cand)
+        sel = topk_mask(ckeys, ck).reshape(B, K, U, P) & cand
         if pos is None:
             return sel.reshape(zb.shape)
         out = xp.zeros((B, K, N + 1), dtype=bool)
@@ -571,8 +670,9 @@ class ModelSparse(SparsityModel):
         N = math.prod(spatial)
         p = self._pool_for(spatial)
         n_u = self._units(shape)
-        units = _random_subsets(rng, n, n_u, self.k)  # (n, k)
-        vals = rng.uniform(low, high, size=(n, self.k)).astype(dtype)
+        k = n_u if self.k is None else self.k
+        units = _random_subsets(rng, n, n_u, k)  # (n, k)
+        vals = rng.uniform(low, high, size=(n, k)).astype(dtype)
         out = np.zeros((n, K * N), dtype=dtype)
         if p is None:
             filt = units
@@ -627,6 +727,7 @@ class TopKSparse(SparsityModel):
     """
 
     _unit_name = "entries"
+    _min_axes = 1
 
     def __init__(self, k: int, *, by: str = "abs", ndim: int | None = None):
         self.k = check_nonnegative_int("k", k)
@@ -696,33 +797,60 @@ class BlockSparse(SparsityModel):
 
     _unit_name = "blocks (filters)"
 
-    def __init__(self, k: int, *, ndim: int | None = None):
+    def __init__(self, k: int, *, block_size: int | None = None, ndim: int | None = None):
         self.k = check_nonnegative_int("k", k)
         self.ndim = None if ndim is None else check_positive_int("ndim", ndim)
+        self.block_size = None if block_size is None else check_positive_int(
+            "block_size", block_size
+        )
+        if self.block_size is not None:
+            if self.ndim is not None:
+                raise ValueError("parameters 'block_size' and 'ndim' exclude each other")
+            self._min_axes = 1
 
     def __repr__(self) -> str:
+        if self.block_size is not None:
+            return f"BlockSparse(k={self.k}, block_size={self.block_size})"
         return f"BlockSparse(k={self.k}, ndim={self.ndim!r})"
 
+    def _check_code_shape(self, code_shape: Any) -> tuple[int, ...]:
+        shape = super()._check_code_shape(code_shape)
+        if self.block_size is not None and math.prod(shape) % self.block_size:
+            raise ValueError(
+                f"parameter 'block_size' = {self.block_size} does not divide the code size "
+                f"{math.prod(shape)} (code shape {shape})"
+            )
+        return shape
+
     def _units(self, shape: tuple[int, ...]) -> int:
+        if self.block_size is not None:
+            return math.prod(shape) // self.block_size
         return shape[0]
+
+    def _blocks(self, zb: Any) -> Any:
+        """``(B, units, entries per block)`` view of a batch."""
+        if self.block_size is not None:
+            return zb.reshape(zb.shape[0], -1, self.block_size)
+        return zb.reshape(zb.shape[0], zb.shape[1], -1)
 
     def _project_batch(self, zb: Any) -> Any:
         xp = get_array_module(zb)
-        B, K = zb.shape[:2]
-        flat = zb.reshape(B, K, -1)
+        flat = self._blocks(zb)
         energy = (flat * flat).sum(axis=2)
         sel = topk_mask(energy, self.k)
         return xp.where(sel[..., None], flat, 0).astype(zb.dtype).reshape(zb.shape)
 
     def _support_sum(self, zb: Any, c: int) -> Any:
         xp = get_array_module(zb)
-        B, K = zb.shape[:2]
-        flat = zb.reshape(B, K, -1)
-        sel = topk_mask((flat * flat).sum(axis=2), min(c * self.k, K))
+        flat = self._blocks(zb)
+        sel = topk_mask((flat * flat).sum(axis=2), min(c * self.k, flat.shape[1]))
         return xp.broadcast_to(sel[..., None], flat.shape).reshape(zb.shape)
 
     def _sample_batch(self, shape, n, rng, low, high, dtype):  # type: ignore[no-untyped-def]
-        K, N = shape[0], math.prod(shape[1:])
+        if self.block_size is not None:
+            K, N = math.prod(shape) // self.block_size, self.block_size
+        else:
+            K, N = shape[0], math.prod(shape[1:])
         blocks = _random_subsets(rng, n, K, self.k)
         mask = np.zeros((n, K), dtype=bool)
         np.put_along_axis(mask, blocks, True, axis=1)
@@ -733,9 +861,9 @@ class BlockSparse(SparsityModel):
 def sample_model_sparse(
     model: SparsityModel,
     code_shape: Any,
-    n_trials: int,
     *,
-    seed: Any = None,
+    n_trials: int,
+    rng: Any = None,
     low: float = -1.0,
     high: float = 1.0,
     dtype: Any = np.float64,
@@ -747,29 +875,7 @@ def sample_model_sparse(
     of the invertibility paper's experiments (Gilbert, Zhang, Lee, Zhang and Lee, *Towards
     Understanding the Invertibility of Convolutional Neural Networks*, Sec. 4.2).
 
-    Parameters
-    ----------
-    model : ModelSparse, TopKSparse or BlockSparse
-        The sparsity model the codes belong to.
-    code_shape : tuple of int
-        Shape ``(K, *n)`` of one code (filters, then shifts per spatial axis).
-    n_trials : int
-        Number of codes drawn in the batch.
-    seed : None, int or numpy.random.Generator
-        Random state; the same seed gives the same codes.
-    low, high : float
-        Range of the uniform nonzero values.
-    dtype : data-type
-        Floating dtype of the result.
-
-    Returns
-    -------
-    numpy.ndarray
-        Codes of shape ``(n_trials, *code_shape)``.
-
-    Examples
-    --------
-    >>> Z = sample_model_sparse(ModelSparse(3), (8, 5), 4, seed=0)
+    >>> Z = sample_model_sparse(ModelSparse(3), (8, 5), n_trials=4, rng=0)
     >>> Z.shape, bool(((Z != 0).sum(axis=(1, 2)) == 3).all())
     ((4, 8, 5), True)
     >>> bool(((Z != 0).sum(axis=2) <= 1).all())  # one nonzero per block at most
@@ -779,4 +885,4 @@ def sample_model_sparse(
         raise TypeError(
             f"parameter 'model' must be a ModelSparse, TopKSparse or BlockSparse; got {model!r}"
         )
-    return model.sample(code_shape, n_trials, seed=seed, low=low, high=high, dtype=dtype)
+    return model.sample(code_shape, n_trials, rng=rng, low=low, high=high, dtype=dtype)

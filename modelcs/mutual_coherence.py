@@ -201,7 +201,7 @@ def coherence(
     >>> round(coherence(w, shifts=True), 4)         # w0 shifted by one tap meets w1
     0.7071
     >>> from modelcs import ConvOperator
-    >>> W = ConvOperator.random(64, 64, (3, 3), (14, 14), seed=0)
+    >>> W = ConvOperator.random(64, 64, (3, 3), (14, 14), rng=0)
     >>> 0.1 < coherence(W, shifts=False) < coherence(W) < 0.3
     True
     """

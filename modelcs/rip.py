@@ -31,6 +31,7 @@ from ._validation import check_choice, check_positive_int, check_rng
 from .models import SparsityModel
 from .operators.base import LinearOperator
 from .operators.conv import ConvOperator
+from .operators.matrix import as_operator
 
 __all__ = [
     "rip_ratios",
@@ -48,12 +49,7 @@ def _check_phi(Phi: Any) -> LinearOperator:
             "parameter 'Phi' is a ConvOperator W (signals -> codes); the measurement operator "
             "maps codes to signals: pass W.T"
         )
-    if not isinstance(Phi, LinearOperator):
-        raise TypeError(
-            f"parameter 'Phi' must be a modelcs LinearOperator mapping codes to signals "
-            f"(e.g. W.T); got {type(Phi).__name__}"
-        )
-    return Phi
+    return as_operator(Phi, "Phi")
 
 
 def _check_model(model: Any) -> SparsityModel:
@@ -61,7 +57,7 @@ def _check_model(model: Any) -> SparsityModel:
         raise TypeError(
             f"parameter 'model' must be a sparsity model such as ModelSparse(k); got {model!r}"
         )
-    if model.k < 1:
+    if model.k is None or model.k < 1:
         raise ValueError(f"parameter 'model' must have k >= 1 nonzeros; got k={model.k}")
     return model
 
@@ -84,9 +80,9 @@ def _check_range(low: Any, high: Any) -> tuple[float, float]:
 def rip_ratios(
     Phi: LinearOperator,
     model: SparsityModel,
-    n_trials: int,
     *,
-    seed: Any = None,
+    n_trials: int,
+    rng: Any = None,
     kind: str = "isometry",
     low: float = -1.0,
     high: float = 1.0,
@@ -117,7 +113,7 @@ def rip_ratios(
     model : SparsityModel
         E.g. ``ModelSparse(k)``; its ``sample`` draws the codes.
     n_trials : int
-    seed : None, int or numpy Generator
+    rng : None, int or numpy Generator
     kind : {"isometry", "restricted_gram", "gram"}
     low, high : float
         Range of the nonzero values (``low < high``).
@@ -129,11 +125,11 @@ def rip_ratios(
     Examples
     --------
     >>> from modelcs import ConvOperator, ModelSparse
-    >>> W = ConvOperator.random(96, 32, 5, 32, seed=0)          # Figure 2 setting
-    >>> r = rip_ratios(W.T, ModelSparse(10), 500, seed=1)
+    >>> W = ConvOperator.random(96, 32, 5, 32, rng=0)          # Figure 2 setting
+    >>> r = rip_ratios(W.T, ModelSparse(10), n_trials=500, rng=1)
     >>> bool(abs(r.mean() - 1) < 0.02)
     True
-    >>> g = rip_ratios(W.T, ModelSparse(10), 500, seed=1, kind="gram")
+    >>> g = rip_ratios(W.T, ModelSparse(10), n_trials=500, rng=1, kind="gram")
     >>> bool(g.mean() > 1.5)                                     # not an isometry
     True
     """
@@ -142,7 +138,7 @@ def rip_ratios(
     n_trials = check_positive_int("n_trials", n_trials)
     check_choice("kind", kind, _KINDS)
     lo, hi = _check_range(low, high)
-    Z = model.sample(Phi.in_shape, n_trials, seed=seed, low=lo, high=hi, dtype=Phi.dtype)
+    Z = model.sample(Phi.in_shape, n_trials, rng=rng, low=lo, high=hi, dtype=Phi.dtype)
     return _ratios(Phi, Z, kind)
 
 
@@ -291,7 +287,7 @@ def estimate_delta(
     model: SparsityModel,
     *,
     n_trials: int,
-    seed: Any = None,
+    rng: Any = None,
     search: str = "random",
 ) -> DeltaEstimate:
     """A lower estimate of the model-RIP constant ``delta_k`` of eq. (1) and its worst support.
@@ -323,7 +319,7 @@ def estimate_delta(
     n_trials : int
         Number of supports whose restricted Gram matrix is computed (``k`` operator
         applications each).
-    seed : None, int or numpy Generator
+    rng : None, int or numpy Generator
     search : {"random", "adversarial"}
 
     Returns
@@ -333,11 +329,11 @@ def estimate_delta(
     Examples
     --------
     >>> from modelcs import ConvOperator, ModelSparse
-    >>> W = ConvOperator.random(16, 4, 5, 20, seed=0)
-    >>> est = estimate_delta(W.T, ModelSparse(3), n_trials=64, seed=0)
+    >>> W = ConvOperator.random(16, 4, 5, 20, rng=0)
+    >>> est = estimate_delta(W.T, ModelSparse(3), n_trials=64, rng=0)
     >>> bool(est.delta > 0), est.support.shape, est.n_evaluated
     (True, (3,), 64)
-    >>> adv = estimate_delta(W.T, ModelSparse(3), n_trials=64, seed=0, search="adversarial")
+    >>> adv = estimate_delta(W.T, ModelSparse(3), n_trials=64, rng=0, search="adversarial")
     >>> bool(adv.delta >= est.delta)
     True
     """
@@ -345,7 +341,7 @@ def estimate_delta(
     model = _check_model(model)
     n_trials = check_positive_int("n_trials", n_trials)
     check_choice("search", search, ("random", "adversarial"))
-    rng = check_rng(seed)
+    rng = check_rng(rng)
     smodel = _support_model(model)
     k = model.k
     shape = Phi.in_shape
@@ -353,7 +349,7 @@ def estimate_delta(
     chunk = max(1, (1 << 22) // (k * (N + math.prod(Phi.out_shape))))
 
     n_random = n_trials if search == "random" else max(1, n_trials // 4)
-    S = _supports(smodel.sample(shape, n_random, seed=rng, low=1.0, high=2.0), k)
+    S = _supports(smodel.sample(shape, n_random, rng=rng, low=1.0, high=2.0), k)
     lmin, lmax, vmin, vmax = _gram_eigs(Phi, S, chunk)
     dist = np.maximum(lmax - 1.0, 1.0 - lmin)
     used = n_random

@@ -532,17 +532,17 @@ def api_calls() -> list[tuple[str, str]]:
         ("ConvOperator.random huge input",
          "modelcs.ConvOperator.random(4, 3, 3, (10**6, 10**6))"),
         ("to_dense of a large operator",
-         "modelcs.ConvOperator.random(512, 512, 3, (224, 224), seed=0, dtype='float32')"
+         "modelcs.ConvOperator.random(512, 512, 3, (224, 224), rng=0, dtype='float32')"
          ".to_dense()"),
         ("to_sparse of a large operator",
-         "modelcs.ConvOperator.random(64, 64, 3, (4000, 4000), seed=0).to_sparse()"),
+         "modelcs.ConvOperator.random(64, 64, 3, (4000, 4000), rng=0).to_sparse()"),
         ("sample_model_sparse huge batch",
-         "modelcs.sample_model_sparse((96, 28), 3, 10**12, seed=0)"),
+         "modelcs.sample_model_sparse((96, 28), 3, n_trials=10**12, rng=0)"),
         ("ModelSparse.sample huge batch",
-         "modelcs.ModelSparse(3).sample((96, 28), 10**12, seed=0)"),
+         "modelcs.ModelSparse(3).sample((96, 28), 10**12, rng=0)"),
         ("rip_ratios huge n_trials",
-         "modelcs.rip_ratios(modelcs.ConvOperator.random(8, 2, 3, 16, seed=0).T,"
-         " modelcs.ModelSparse(2), 10**12, seed=0)"),
+         "modelcs.rip_ratios(modelcs.ConvOperator.random(8, 2, 3, 16, rng=0).T,"
+         " modelcs.ModelSparse(2), n_trials=10**12, rng=0)"),
         ("coherence huge bank",
          "modelcs.coherence(np.lib.stride_tricks.as_strided(np.ones(1), (100000, 10000, 3),"
          " (0, 0, 0)), shifts=False)"),

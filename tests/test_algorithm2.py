@@ -27,9 +27,9 @@ def _restricted_cvxpy(A, y, lam, support):
 
 @pytest.mark.parametrize("by", ["abs", "value"])
 def test_output_obeys_pooling_model_and_is_optimal_on_support(by):
-    W = ConvOperator.random(6, 3, (3, 3), (11, 10), seed=0)  # maps 9 x 8, 2x2 pooling
+    W = ConvOperator.random(6, 3, (3, 3), (11, 10), rng=0)  # maps 9 x 8, 2x2 pooling
     pool = (2, 2)
-    z_true = ModelSparse(8, pool=pool).sample(W.out_shape, 1, seed=1)[0]
+    z_true = ModelSparse(8, pool=pool).sample(W.out_shape, 1, rng=1)[0]
     x = W.T @ z_true + 0.01 * np.random.default_rng(2).standard_normal(W.in_shape)
     lam = 0.02 * np.abs(W @ x).max()
     res = l1_support_recovery(W, x, lam, pool=2, by=by)
@@ -44,9 +44,9 @@ def test_output_obeys_pooling_model_and_is_optimal_on_support(by):
 
 
 def test_batch_and_k_limit_1d():
-    W = ConvOperator.random(8, 4, 5, 40, seed=3)  # maps of 36, pool 4 -> 9 regions each
+    W = ConvOperator.random(8, 4, 5, 40, rng=3)  # maps of 36, pool 4 -> 9 regions each
     model = ModelSparse(5, pool=(4,))
-    Z = model.sample(W.out_shape, 4, seed=4)
+    Z = model.sample(W.out_shape, 4, rng=4)
     X = W.T @ Z
     res = l1_support_recovery(W, X, 1e-3, pool=4, k=5)
     assert res.z.shape == (4, *W.out_shape)
@@ -59,7 +59,7 @@ def test_batch_and_k_limit_1d():
 
 
 def test_errors():
-    W = ConvOperator.random(4, 2, (3, 3), (8, 8), seed=0)
+    W = ConvOperator.random(4, 2, (3, 3), (8, 8), rng=0)
     x = np.ones(W.in_shape)
     with pytest.raises(TypeError, match="parameter 'W' must be a ConvOperator"):
         l1_support_recovery(W.T, x, 0.1, pool=2)  # type: ignore[arg-type]

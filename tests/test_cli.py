@@ -69,7 +69,7 @@ def test_rip_seed_reproducible(capsys):
 
 
 def test_rip_filters_file(tmp_path, capsys):
-    w = ConvOperator.random(12, 4, 5, 20, seed=0).filters
+    w = ConvOperator.random(12, 4, 5, 20, rng=0).filters
     f = tmp_path / "bank.npz"
     np.savez(f, weight=w, bias=np.zeros(12))
     code, out, err = run(["rip", "--filters", str(f), "--D", "20", "--k", "3", "--trials",

@@ -122,7 +122,7 @@ def _pool_reference(h, pool, stride):
     ],
 )
 def test_crelu_pool_against_loops(rng, K, M, l, D, pool, stride):
-    W = ConvOperator.random(K, M, l, D, seed=4)
+    W = ConvOperator.random(K, M, l, D, rng=4)
     x = rng.standard_normal((3, *W.in_shape))
     p = crelu_pool(W, x, pool=pool, stride=stride)
     n = W.out_shape[1:]
@@ -146,7 +146,7 @@ def test_crelu_pool_against_loops(rng, K, M, l, D, pool, stride):
 
 
 def test_crelu_pool_bad_inputs(rng):
-    W = ConvOperator.random(2, 2, 3, 10, seed=0)
+    W = ConvOperator.random(2, 2, 3, 10, rng=0)
     x = rng.standard_normal((2, 10))
     with pytest.raises(TypeError, match="'W'"):
         crelu_pool(np.eye(3), x)
@@ -179,7 +179,7 @@ CIRCULAR_CASES = [
 @pytest.mark.parametrize("K, M, l, D, t, g", CIRCULAR_CASES)
 @pytest.mark.parametrize("method", ["fft", "fft-gram"])
 def test_circular_singular_values_equal_dense_svd(K, M, l, D, t, g, method):
-    W = ConvOperator.random(K, M, l, D, stride=t, padding="circular", groups=g, seed=K + M)
+    W = ConvOperator.random(K, M, l, D, stride=t, padding="circular", groups=g, rng=K + M)
     sd = np.linalg.svd(dense(W), compute_uv=False)
     s = singular_values(W, method=method)
     assert s.size == min(dense(W).shape)
@@ -193,7 +193,7 @@ def test_circular_singular_values_equal_dense_svd(K, M, l, D, t, g, method):
 
 
 def test_circular_float32_filters_use_exact_spectrum():
-    W = ConvOperator.random(3, 3, 3, (5, 6), padding="circular", seed=0, dtype=np.float32)
+    W = ConvOperator.random(3, 3, 3, (5, 6), padding="circular", rng=0, dtype=np.float32)
     sd = np.linalg.svd(dense(W), compute_uv=False)
     np.testing.assert_allclose(singular_values(W), sd, rtol=1e-9, atol=1e-12)
 
@@ -204,7 +204,7 @@ def test_circular_float32_filters_use_exact_spectrum():
      (3, 2, 3, 10, 2, "circular")],  # circular too: the iterative method is generic
 )
 def test_iterative_extreme_singular_values(K, M, l, D, t, pad):
-    W = ConvOperator.random(K, M, l, D, stride=t, padding=pad, seed=7)
+    W = ConvOperator.random(K, M, l, D, stride=t, padding=pad, rng=7)
     sd = np.linalg.svd(dense(W), compute_uv=False)
     s = singular_values(W, k=2, which="both", method="iterative")
     np.testing.assert_allclose(s, np.concatenate([sd[:2], sd[-2:]]), rtol=1e-7, atol=1e-9)
@@ -212,7 +212,7 @@ def test_iterative_extreme_singular_values(K, M, l, D, t, pad):
 
 
 def test_auto_uses_iterative_when_stride_does_not_divide():
-    W = ConvOperator.random(3, 2, 3, 11, stride=2, padding="circular", seed=1)
+    W = ConvOperator.random(3, 2, 3, 11, stride=2, padding="circular", rng=1)
     with pytest.raises(ValueError, match="'k' is required"):
         singular_values(W)
     sd = np.linalg.svd(dense(W), compute_uv=False)
@@ -225,7 +225,7 @@ def test_dense_matrix_input(rng):
 
 
 def test_singular_values_bad_inputs():
-    Wv = ConvOperator.random(3, 2, 3, 10, seed=0)
+    Wv = ConvOperator.random(3, 2, 3, 10, rng=0)
     with pytest.raises(ValueError, match="padding='circular'"):
         singular_values(Wv, method="fft")
     with pytest.raises(ValueError, match="'k' is required"):
@@ -267,7 +267,7 @@ def _dense_bounds(A):
     ],
 )
 def test_frame_bounds_equal_dense_eigenvalues(K, M, l, D, t, pad, method):
-    W = ConvOperator.random(K, M, l, D, stride=t, padding=pad, seed=11)
+    W = ConvOperator.random(K, M, l, D, stride=t, padding=pad, rng=11)
     lo, hi = frame_bounds(W, method=method)
     dlo, dhi = _dense_bounds(dense(W))
     assert abs(lo - dlo) <= 1e-8 * dlo and abs(hi - dhi) <= 1e-8 * dhi
@@ -291,7 +291,7 @@ def test_frame_bounds_tight_frame_and_rank_deficiency():
 
 
 def test_frame_bounds_bad_inputs():
-    W = ConvOperator.random(2, 3, 3, 12, seed=0)
+    W = ConvOperator.random(2, 3, 3, 12, rng=0)
     with pytest.raises(ValueError, match="identically zero"):
         frame_bounds(ConvOperator(np.zeros((1, 1, 3)), 6, padding="circular"))
     with pytest.raises(ValueError, match="'rtol'"):
@@ -320,7 +320,7 @@ def test_frame_bounds_bad_inputs():
     ],
 )
 def test_proposition_2_1_projection_onto_row_space(rng, K, M, l, D, t, pad):
-    W = ConvOperator.random(K, M, l, D, stride=t, padding=pad, seed=5)
+    W = ConvOperator.random(K, M, l, D, stride=t, padding=pad, rng=5)
     A = dense(W)
     P = np.linalg.pinv(A) @ A  # orthogonal projector onto the row space of W
     assert np.linalg.matrix_rank(A) < A.shape[1]  # a proper subspace: the test has teeth
@@ -333,7 +333,7 @@ def test_proposition_2_1_projection_onto_row_space(rng, K, M, l, D, t, pad):
 
 
 def test_pinv_reconstruct_float32(rng):
-    W = ConvOperator.random(2, 3, 3, 12, seed=5, dtype=np.float32)
+    W = ConvOperator.random(2, 3, 3, 12, rng=5, dtype=np.float32)
     A = dense(W)
     x = rng.standard_normal((3, 12)).astype(np.float32)
     xr = pinv_reconstruct(W, W @ x)
@@ -343,14 +343,14 @@ def test_pinv_reconstruct_float32(rng):
 
 def test_pinv_reconstruct_inconsistent_least_squares(rng):
     """Kn > MD and h not in range(W): the minimum-norm least-squares solution (pinv h)."""
-    W = ConvOperator.random(4, 2, 3, 10, seed=8)
+    W = ConvOperator.random(4, 2, 3, 10, rng=8)
     h = rng.standard_normal(W.out_shape)
     xr = pinv_reconstruct(W, h)
     np.testing.assert_allclose(xr.ravel(), np.linalg.pinv(dense(W)) @ h.ravel(), atol=1e-9)
 
 
 def test_algorithm2_matches_dense_restricted_pinv(rng):
-    W = ConvOperator.random(3, 2, (3, 3), (8, 7), seed=9)
+    W = ConvOperator.random(3, 2, (3, 3), (8, 7), rng=9)
     x = rng.standard_normal((5, *W.in_shape))
     p = crelu_pool(W, x, pool=2)
     xr = pinv_reconstruct(W, p.code, support=p.support)
@@ -383,7 +383,7 @@ def test_algorithm2_and_theorem_a5_on_1000_random_cases():
     worst, informative, exact = 0.0, 0, 0
     for seed, (K, M, l, D) in enumerate([(4, 2, 3, 12), (3, 3, 4, 11), (6, 2, 3, 16),
                                          (2, 1, 5, 14)]):
-        W = ConvOperator.random(K, M, l, D, normalized=True, seed=seed)
+        W = ConvOperator.random(K, M, l, D, normalized=True, rng=seed)
         c = _s1_coefficients(rng, 250, K, W.out_shape[1])
         x = W.T @ c
         p = crelu_pool(W, x)
@@ -399,7 +399,7 @@ def test_algorithm2_and_theorem_a5_on_1000_random_cases():
 
 
 def test_algorithm2_single_generating_shift_is_recovered_exactly(rng):
-    W = ConvOperator.random(3, 2, 3, 12, seed=1)
+    W = ConvOperator.random(3, 2, 3, 12, rng=1)
     c = np.zeros(W.out_shape)
     c[1, 4] = -2.0  # one shifted filter: its own response is the largest by Cauchy-Schwarz
     x = W.T @ c
@@ -411,7 +411,7 @@ def test_algorithm2_single_generating_shift_is_recovered_exactly(rng):
 
 def test_theorem_a5_windowed_pooling():
     rng = np.random.default_rng(5)
-    W = ConvOperator.random(3, 2, 3, 14, normalized=True, seed=3)  # n = 12, 3 windows of 4
+    W = ConvOperator.random(3, 2, 3, 14, normalized=True, rng=3)  # n = 12, 3 windows of 4
     c = np.zeros((200, 3, 12))
     for w0 in range(0, 12, 4):
         act = rng.random((200, 3)) < 0.5
@@ -427,7 +427,7 @@ def test_theorem_a5_windowed_pooling():
 
 
 def test_pinv_reconstruct_bad_inputs(rng):
-    W = ConvOperator.random(2, 3, 3, 12, seed=0)
+    W = ConvOperator.random(2, 3, 3, 12, rng=0)
     h = W @ rng.standard_normal((3, 12))
     with pytest.raises(TypeError, match="'W'"):
         pinv_reconstruct(np.eye(3), h)
@@ -441,16 +441,16 @@ def test_pinv_reconstruct_bad_inputs(rng):
         pinv_reconstruct(W, h, support=np.ones((2, 3), dtype=bool))
     with pytest.raises(ValueError, match="'tol'"):
         pinv_reconstruct(W, h, tol=0.0)
-    with pytest.raises(ValueError, match="'maxiter'"):
-        pinv_reconstruct(W, h, maxiter=0)
+    with pytest.raises(ValueError, match="'max_iter'"):
+        pinv_reconstruct(W, h, max_iter=0)
     with pytest.raises(TypeError, match="'h'"):
         pinv_reconstruct(W, h.astype(complex))
     with pytest.warns(ConvergenceWarning, match="did not reach"):
-        pinv_reconstruct(W, h, maxiter=1)
+        pinv_reconstruct(W, h, max_iter=1)
 
 
 def test_pinv_reconstruct_zero_rhs():
-    W = ConvOperator.random(2, 3, 3, 12, seed=0)
+    W = ConvOperator.random(2, 3, 3, 12, rng=0)
     assert (pinv_reconstruct(W, np.zeros(W.out_shape)) == 0).all()
 
 
@@ -472,7 +472,7 @@ def test_reconstruction_ratio_values_and_errors(rng):
 
 
 def test_theorem_a5_bad_inputs():
-    W = ConvOperator.random(2, 2, 3, 10, seed=0)
+    W = ConvOperator.random(2, 2, 3, 10, rng=0)
     c = np.zeros(W.out_shape)
     with pytest.raises(ValueError, match="is zero"):
         theorem_a5_bound(W, c)

@@ -46,9 +46,9 @@ class CountingMatrix(LinearOperator):
 # ------------------------------------------------------------------ must-show 2
 def test_figure2_setting_1000_codes_one_call():
     """l=5, M=32, K=96, D=32, N(0,1)/sqrt(lM) filters, k=10, values U[-1, 1]."""
-    W = ConvOperator.random(96, 32, 5, 32, seed=0)
+    W = ConvOperator.random(96, 32, 5, 32, rng=0)
     model = ModelSparse(10)
-    Z = model.sample(W.out_shape, 1000, seed=1)
+    Z = model.sample(W.out_shape, 1000, rng=1)
     res = iht(W.T, W.T @ Z, model, max_iter=50)
     err = rel_err(res.z, Z)
     assert res.z.shape == Z.shape and np.isfinite(res.z).all()
@@ -68,10 +68,10 @@ def test_figure2_setting_1000_codes_one_call():
     ],
 )
 def test_iht_matches_dense_reference(K, M, l, D, stride, pool, dtype):
-    W = ConvOperator.random(K, M, l, D, stride=stride, seed=3, dtype=dtype)
+    W = ConvOperator.random(K, M, l, D, stride=stride, rng=3, dtype=dtype)
     W = W.with_filters(W.filters * np.asarray(0.7, dtype=dtype))  # keep the unit step stable
     model = ModelSparse(3, pool=pool, ndim=len(W.out_shape) - 1)
-    Z = model.sample(W.out_shape, 4, seed=5, dtype=dtype)
+    Z = model.sample(W.out_shape, 4, rng=5, dtype=dtype)
     Y = W.T @ Z
     res = iht(W.T, Y, model, max_iter=6, tol=0.0)
     assert res.z.dtype == dtype and (res.n_iter == 6).all()
@@ -91,9 +91,9 @@ def test_iht_matches_dense_reference(K, M, l, D, stride, pool, dtype):
 
 
 def test_topk_model_standard_iht_recovers():
-    W = ConvOperator.random(24, 4, 5, 40, seed=0)
+    W = ConvOperator.random(24, 4, 5, 40, rng=0)
     model = TopKSparse(3)
-    Z = model.sample(W.out_shape, 8, seed=2)
+    Z = model.sample(W.out_shape, 8, rng=2)
     res = iht(W.T, W.T @ Z, model, step="normalized", max_iter=200)
     assert res.converged.all() and (rel_err(res.z, Z) < 1e-5).all()
 
@@ -101,12 +101,12 @@ def test_topk_model_standard_iht_recovers():
 # ------------------------------------------------------------------ per-signal stopping
 def test_converged_signals_stop_costing_work():
     rng = np.random.default_rng(0)
-    W = ConvOperator.random(16, 3, 4, 24, seed=1)
+    W = ConvOperator.random(16, 3, 4, 24, rng=1)
     W = W.with_filters(0.5 * W.filters)
     Dm = W.T.to_dense()
     Phi = CountingMatrix(Dm, W.out_shape, W.in_shape)
     model = ModelSparse(2)
-    Z = model.sample(W.out_shape, 6, seed=3)
+    Z = model.sample(W.out_shape, 6, rng=3)
     Z[0] = 0.0  # y = 0: converged before the first iteration
     Y = Phi @ Z
     Y[5] = rng.standard_normal(Y[5].shape)  # not model-sparse: runs longer or to max_iter
@@ -126,9 +126,9 @@ def test_converged_signals_stop_costing_work():
 
 
 def test_single_signal_result_types_and_z0():
-    W = ConvOperator.random(12, 2, 3, 16, seed=2)
+    W = ConvOperator.random(12, 2, 3, 16, rng=2)
     model = ModelSparse(2)
-    z = model.sample(W.out_shape, seed=4)
+    z = model.sample(W.out_shape, rng=4)
     res = iht(W.T, W.T @ z, model, max_iter=100, step="normalized")
     assert res.z.shape == W.out_shape and isinstance(res.n_iter, int)
     assert isinstance(res.converged, bool) and res.converged and not res.diverged
@@ -138,9 +138,9 @@ def test_single_signal_result_types_and_z0():
 
 
 def test_callback_receives_state_and_can_stop():
-    W = ConvOperator.random(12, 2, 3, 16, seed=2)
+    W = ConvOperator.random(12, 2, 3, 16, rng=2)
     model = ModelSparse(2)
-    Z = model.sample(W.out_shape, 3, seed=4)
+    Z = model.sample(W.out_shape, 3, rng=4)
     seen = []
 
     def cb(info):
@@ -155,10 +155,10 @@ def test_callback_receives_state_and_can_stop():
 
 # ------------------------------------------------------------------ must-show 4
 def test_scaled_filters_unit_step_flagged_normalized_recovers():
-    W = ConvOperator.random(24, 4, 5, 40, seed=0)
+    W = ConvOperator.random(24, 4, 5, 40, rng=0)
     W3 = W.with_filters(3 * W.filters)
     model = ModelSparse(3)
-    Z = model.sample(W.out_shape, 20, seed=1)
+    Z = model.sample(W.out_shape, 20, rng=1)
     Y = W3.T @ Z
     with pytest.warns(IHTDivergenceWarning, match="diverged on 20 of 20"):
         bad = iht(W3.T, Y, model, max_iter=50)
@@ -179,7 +179,7 @@ def test_scaled_filters_unit_step_flagged_normalized_recovers():
     [(5, 30, None, "abs"), (3, 17, 2, "value"), ((3, 3), (10, 11), (2, 2), "value")],
 )
 def test_cnn_layer_is_first_iht_iteration(l, D, pool, by):
-    W = ConvOperator.random(6, 3, l, D, seed=7)
+    W = ConvOperator.random(6, 3, l, D, rng=7)
     model = ModelSparse(4, pool=pool, by=by, ndim=len(W.out_shape) - 1)
     X = np.random.default_rng(0).standard_normal((5, *W.in_shape))
     H = cnn_layer(W, X, model)
@@ -212,9 +212,9 @@ def test_cnn_layer_equals_torch_maxpool_unpool(k_frac):
 
 def test_one_step_reconstruction_theorem_3_3_is_small():
     """x_hat = W^T M(W x, k) approximates x = W^T z for model-k-sparse z."""
-    W = ConvOperator.random(96, 32, 5, 32, seed=0)
+    W = ConvOperator.random(96, 32, 5, 32, rng=0)
     model = ModelSparse(10)
-    Z = model.sample(W.out_shape, 50, seed=2)
+    Z = model.sample(W.out_shape, 50, rng=2)
     X = W.T @ Z
     Xhat = W.T @ cnn_layer(W, X, model)
     assert np.median(rel_err(Xhat, X)) < 0.5
@@ -222,7 +222,7 @@ def test_one_step_reconstruction_theorem_3_3_is_small():
 
 # ------------------------------------------------------------------ errors
 def test_errors():
-    W = ConvOperator.random(6, 2, 3, 10, seed=0)
+    W = ConvOperator.random(6, 2, 3, 10, rng=0)
     model = ModelSparse(2)
     y = np.zeros(W.in_shape)
     with pytest.raises(ValueError, match="non-finite"):
@@ -244,7 +244,7 @@ def test_errors():
     with pytest.raises(ValueError, match="non-finite"):
         iht(W.T, y, model, z0=np.full(W.out_shape, np.inf))
     with pytest.raises(TypeError, match="'Phi'"):
-        iht(np.eye(3), y, model)
+        iht("not an operator", y, model)  # matrices are accepted (as_operator)
     with pytest.raises(TypeError, match="'model'"):
         iht(W.T, y, 3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="ndim=2"):
@@ -252,7 +252,7 @@ def test_errors():
     with pytest.raises(ValueError, match="exceeds"):
         iht(W.T, y, ModelSparse(7))
     with pytest.raises(TypeError, match="'W'"):
-        cnn_layer(np.eye(3), y, model)  # type: ignore[arg-type]
+        cnn_layer("W", y, model)  # type: ignore[arg-type]  (matrices are accepted)
     with pytest.raises(TypeError, match="'model'"):
         cnn_layer(W, y, None)  # type: ignore[arg-type]
     res = iht(W.T, y, model, max_iter=0)
@@ -262,8 +262,8 @@ def test_errors():
 # ------------------------------------------------------------------ CoSaMP
 @pytest.mark.parametrize("model", [ModelSparse(4), ModelSparse(4, pool=3), TopKSparse(4)])
 def test_cosamp_recovers_exactly(model):
-    W = ConvOperator.random(24, 8, 5, 32, seed=0)
-    Z = model.sample(W.out_shape, 30, seed=3)
+    W = ConvOperator.random(24, 8, 5, 32, rng=0)
+    Z = model.sample(W.out_shape, 30, rng=3)
     res = cosamp(W.T, W.T @ Z, model)
     assert res.converged.all() and not res.diverged.any()
     assert (rel_err(res.z, Z) <= 1e-8).all()
@@ -271,9 +271,9 @@ def test_cosamp_recovers_exactly(model):
 
 
 def test_cosamp_beats_iht_where_unit_step_fails():
-    W = ConvOperator.random(96, 32, 5, 32, seed=0)
+    W = ConvOperator.random(96, 32, 5, 32, rng=0)
     model = ModelSparse(20)
-    Z = model.sample(W.out_shape, 50, seed=5)
+    Z = model.sample(W.out_shape, 50, rng=5)
     Y = W.T @ Z
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", IHTDivergenceWarning)
@@ -284,11 +284,11 @@ def test_cosamp_beats_iht_where_unit_step_fails():
 
 
 def test_cosamp_single_signal_zero_and_errors():
-    W = ConvOperator.random(12, 4, 3, 16, seed=2)
+    W = ConvOperator.random(12, 4, 3, 16, rng=2)
     model = ModelSparse(2)
     res = cosamp(W.T, np.zeros(W.in_shape), model)
     assert res.converged and res.n_iter == 0 and not res.z.any()
-    z = model.sample(W.out_shape, seed=0)
+    z = model.sample(W.out_shape, rng=0)
     one = cosamp(W.T, W.T @ z, model, z0=z)
     assert one.converged and one.n_iter <= 1 and np.allclose(one.z, z)
     with pytest.raises(ValueError, match="'cg_tol'"):
@@ -312,9 +312,9 @@ def test_cosamp_single_signal_zero_and_errors():
     ],
 )
 def test_model_sparse_synthesis_equals_gemm_engine(K, M, l, D, stride, padding, dtype):
-    W = ConvOperator.random(K, M, l, D, stride=stride, padding=padding, seed=1, dtype=dtype)
+    W = ConvOperator.random(K, M, l, D, stride=stride, padding=padding, rng=1, dtype=dtype)
     model = ModelSparse(3, ndim=len(W.out_shape) - 1)
-    Z = model.sample(W.out_shape, 7, seed=2, dtype=dtype)
+    Z = model.sample(W.out_shape, 7, rng=2, dtype=dtype)
     assert W._sparse_ok(Z)  # IHT iterates go through the operator's sparse-code adjoint
     ref = W.with_engine("gemm").T @ Z
     got = W.T @ Z

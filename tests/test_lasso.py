@@ -26,7 +26,7 @@ def _cvxpy_objective(A, y, lam, support=None):
 @pytest.mark.parametrize("K, M, l, D", [(24, 8, 5, 32), (96, 32, 5, 32)])
 @pytest.mark.parametrize("frac", [0.05, 0.3])
 def test_objective_matches_cvxpy_and_sklearn(K, M, l, D, frac):
-    W = ConvOperator.random(K, M, l, D, seed=0)
+    W = ConvOperator.random(K, M, l, D, rng=0)
     A = W.to_dense().T  # Phi = W^T as a matrix: (M*D) x (K*n)
     y = np.random.default_rng(1).standard_normal(W.in_shape)
     lam = frac * np.abs(W @ y).max()
@@ -45,7 +45,7 @@ def test_objective_matches_cvxpy_and_sklearn(K, M, l, D, frac):
 
 
 def test_batch_with_per_signal_lam_equals_single_solves():
-    W = ConvOperator.random(12, 4, (3, 3), (9, 8), stride=(1, 2), seed=3)
+    W = ConvOperator.random(12, 4, (3, 3), (9, 8), stride=(1, 2), rng=3)
     rng = np.random.default_rng(4)
     Y = rng.standard_normal((3, *W.in_shape))
     lam = np.array([0.01, 0.1, 0.5]) * np.abs(W @ Y).max()
@@ -61,7 +61,7 @@ def test_batch_with_per_signal_lam_equals_single_solves():
 
 
 def test_lam_at_least_lam_max_returns_exact_zero_without_iterating():
-    W = ConvOperator.random(8, 3, 4, 20, seed=0)
+    W = ConvOperator.random(8, 3, 4, 20, rng=0)
     Y = np.random.default_rng(0).standard_normal((2, *W.in_shape))
     lmax = lasso_lambda_max(W.T, Y)
     np.testing.assert_allclose(lmax, np.abs(W @ Y).reshape(2, -1).max(axis=1))
@@ -72,7 +72,7 @@ def test_lam_at_least_lam_max_returns_exact_zero_without_iterating():
 
 
 def test_support_restricts_and_is_optimal_there():
-    W = ConvOperator.random(16, 4, 5, 24, seed=5)
+    W = ConvOperator.random(16, 4, 5, 24, rng=5)
     y = np.random.default_rng(6).standard_normal(W.in_shape)
     support = np.random.default_rng(7).random(W.out_shape) < 0.2
     lam = 0.05 * np.abs(W @ y).max()
@@ -83,7 +83,7 @@ def test_support_restricts_and_is_optimal_there():
 
 
 def test_float32_converges():
-    W = ConvOperator.random(24, 8, 5, 32, seed=0, dtype=np.float32)
+    W = ConvOperator.random(24, 8, 5, 32, rng=0, dtype=np.float32)
     y = np.random.default_rng(1).standard_normal(W.in_shape).astype(np.float32)
     res = lasso(W.T, y, 0.1 * float(np.abs(W @ y).max()), tol=1e-5)
     assert res.z.dtype == np.float32 and res.converged
@@ -93,7 +93,7 @@ def test_float32_converges():
 
 
 def test_operator_norm_is_cached_and_accurate():
-    W = ConvOperator.random(6, 2, 3, 16, seed=0)
+    W = ConvOperator.random(6, 2, 3, 16, rng=0)
     exact = np.linalg.norm(W.to_dense(), 2) ** 2
     est = operator_norm_sq(W.T)
     assert exact <= est <= 1.1 * exact  # an upper estimate (safe FISTA step)
@@ -103,7 +103,7 @@ def test_operator_norm_is_cached_and_accurate():
 
 # ---------------------------------------------------------------- bad input
 def test_errors():
-    W = ConvOperator.random(4, 2, 3, 10, seed=0)
+    W = ConvOperator.random(4, 2, 3, 10, rng=0)
     y = np.ones(W.in_shape)
     with pytest.raises(ValueError, match=r"parameter 'lam' must be finite and >= 0"):
         lasso(W.T, y, -1.0)
@@ -118,7 +118,7 @@ def test_errors():
     with pytest.raises(ValueError, match=r"parameter 'y' has shape \(3, 10\)"):
         lasso(W.T, np.ones((3, 10)), 0.1)
     with pytest.raises(TypeError, match="parameter 'Phi'"):
-        lasso(W.to_dense(), y, 0.1)  # type: ignore[arg-type]
+        lasso("W", y, 0.1)  # type: ignore[arg-type]  (matrices are accepted: as_operator)
     with pytest.raises(ValueError, match="parameter 'lam' has shape"):
         lasso(W.T, np.ones((2, *W.in_shape)), np.ones(3))
     with pytest.raises(ValueError, match="parameter 'tol'"):

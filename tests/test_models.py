@@ -214,7 +214,7 @@ def test_properties_idempotent_obeys_model_nearest(args):
         assert len({units[i] for i in nz}) == len(nz)
         np.testing.assert_array_equal(P[b].ravel()[nz], Z[b].ravel()[nz])
     # no model point is closer: best points of random model supports
-    S = model.sample((K, n1, n2), 20, seed=seed) != 0
+    S = model.sample((K, n1, n2), 20, rng=seed) != 0
     d_proj = ((Z - P) ** 2).sum(axis=(1, 2, 3))
     for b in range(B):
         d_other = ((Z[b] - np.where(S, Z[b], 0)) ** 2).sum(axis=(1, 2, 3))
@@ -244,19 +244,19 @@ def test_property_batched_equals_single(args):
     ],
 )
 def test_sample_obeys_model(model, shape):
-    Z = sample_model_sparse(model, shape, 200, seed=1, low=-1.0, high=1.0)
+    Z = sample_model_sparse(model, shape, n_trials=200, rng=1, low=-1.0, high=1.0)
     assert Z.shape == (200, *shape) and Z.dtype == np.float64
     assert (np.abs(Z) <= 1).all()
     np.testing.assert_array_equal(model.project(Z, batched=True), Z)  # in the model
     nnz = (Z != 0).reshape(200, -1).sum(1)
     expect = model.k * (math.prod(shape[1:]) if isinstance(model, BlockSparse) else 1)
     assert (nnz == expect).all()
-    np.testing.assert_array_equal(Z, model.sample(shape, 200, seed=1))  # reproducible
+    np.testing.assert_array_equal(Z, model.sample(shape, 200, rng=1))  # reproducible
 
 
 def test_sample_covers_partial_regions_uniformly():
     model = ModelSparse(1, pool=2, ndim=1)
-    Z = model.sample((1, 5), 6000, seed=0, low=1.0, high=2.0)
+    Z = model.sample((1, 5), 6000, rng=0, low=1.0, high=2.0)
     counts = (Z != 0).sum(axis=(0, 1))
     # 3 regions (sizes 2, 2, 1) chosen uniformly, position uniform in region
     np.testing.assert_allclose(counts / 6000, [1 / 6, 1 / 6, 1 / 6, 1 / 6, 1 / 3], atol=0.03)
@@ -264,7 +264,7 @@ def test_sample_covers_partial_regions_uniformly():
 
 
 def test_sample_single_and_float32():
-    z = ModelSparse(2).sample((3, 4), seed=0, dtype=np.float32)
+    z = ModelSparse(2).sample((3, 4), rng=0, dtype=np.float32)
     assert z.shape == (3, 4) and z.dtype == np.float32 and (z != 0).sum() == 2
 
 
@@ -308,7 +308,7 @@ def test_errors():
     with pytest.raises(ValueError, match="exceeds"):
         ModelSparse(6).sample((5, 3), 3)
     with pytest.raises(TypeError, match="'model'"):
-        sample_model_sparse("top", (5, 3), 3)  # type: ignore[arg-type]
+        sample_model_sparse("top", (5, 3), n_trials=3)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------ CoSaMP's M_k^2
@@ -338,10 +338,10 @@ def test_support_sum2_brute_force(shape, pool, k):
     Z = rng.standard_normal((3, *shape))
     ndim = len(shape) - 1
     pool_t = None if pool is None else (pool if isinstance(pool, tuple) else (pool,) * ndim)
-    got = ModelSparse(k, pool=pool, ndim=ndim)._support_sum(Z, 2)
+    got = ModelSparse(k, pool=pool, ndim=ndim).support_sum(Z, 2)
     for b in range(3):
         np.testing.assert_array_equal(got[b], brute_support_sum2(Z[b], k, pool_t))
-    T = TopKSparse(2)._support_sum(Z, 2)
+    T = TopKSparse(2).support_sum(Z, 2)
     assert (T.reshape(3, -1).sum(1) == min(4, math.prod(shape))).all()
-    Bm = BlockSparse(1)._support_sum(Z, 2)
+    Bm = BlockSparse(1).support_sum(Z, 2)
     assert (Bm.reshape(3, shape[0], -1).all(axis=2).sum(1) == min(2, shape[0])).all()

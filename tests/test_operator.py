@@ -103,7 +103,7 @@ def test_sparse_code_adjoint_matches_bruteforce(case, rng):
 
 
 def test_auto_takes_the_sparse_path_only_for_sparse_codes(rng):
-    W = ConvOperator.random(8, 3, 5, 40, seed=0)
+    W = ConvOperator.random(8, 3, 5, 40, rng=0)
     z = np.zeros((4, *W.out_shape))
     z[:, 2, 7] = 1.0  # 1 nonzero in 288 entries per code
     assert W._sparse_ok(z)
@@ -116,8 +116,8 @@ def test_sparse_path_choice_on_large_codes(rng):
     # (model-sparse samples) and dense ones must still be told apart correctly
     from modelcs import ModelSparse
 
-    W = ConvOperator.random(96, 32, 5, 32, seed=0)
-    Z = ModelSparse(10).sample(W.out_shape, 100, seed=1)
+    W = ConvOperator.random(96, 32, 5, 32, rng=0)
+    Z = ModelSparse(10).sample(W.out_shape, 100, rng=1)
     assert Z.size >= 1 << 16
     assert W._sparse_ok(Z)
     dense = rng.standard_normal(Z.shape)
@@ -162,12 +162,12 @@ def test_adjoint_dot_test_hypothesis(d, K, Mg, g, l, extra, t, pad, batch, dtype
         x = rng.standard_normal(W.in_shape).astype(dtype)
         assert np.abs(W @ x).max() <= 10 * TOL[dtype] * np.abs(x).max()
         return
-    assert dottest(W, batch=batch, seed=seed) <= TOL[dtype]
-    assert dottest(W.T, batch=batch, seed=seed + 1) <= TOL[dtype]
+    assert dottest(W, batch=batch, rng=seed) <= TOL[dtype]
+    assert dottest(W.T, batch=batch, rng=seed + 1) <= TOL[dtype]
 
 
 def test_engines_agree_on_paper_sizes(rng):
-    W = ConvOperator.random(96, 32, 5, 32, seed=1)
+    W = ConvOperator.random(96, 32, 5, 32, rng=1)
     x = rng.standard_normal((4, 32, 32))
     z = rng.standard_normal((4, 96, 28))
     ref_f, ref_a = W.with_engine("gemm") @ x, W.with_engine("gemm").T @ z
@@ -178,7 +178,7 @@ def test_engines_agree_on_paper_sizes(rng):
 
 
 def test_transpose_views_and_shapes():
-    W = ConvOperator.random(6, 4, (3, 3), (9, 10), stride=2, seed=0)
+    W = ConvOperator.random(6, 4, (3, 3), (9, 10), stride=2, rng=0)
     assert W.T.T is W
     assert W.H.shape == W.T.shape == (W.shape[1], W.shape[0])
     assert W.T.in_shape == W.out_shape and W.T.out_shape == W.in_shape
@@ -188,8 +188,8 @@ def test_transpose_views_and_shapes():
 
 
 def test_composition_scaling_sum_and_stack(rng):
-    W = ConvOperator.random(5, 3, 3, 12, seed=2)
-    V = ConvOperator.random(2, 5, 2, 10, seed=3)
+    W = ConvOperator.random(5, 3, 3, 12, rng=2)
+    V = ConvOperator.random(2, 5, 2, 10, rng=3)
     A = W.to_dense()
     Bm = V.to_dense()
     ops = {
@@ -209,16 +209,16 @@ def test_composition_scaling_sum_and_stack(rng):
         np.testing.assert_allclose((op @ x).ravel(), dense @ x.ravel(), atol=1e-12)
         y = rng.standard_normal(op.out_shape)
         np.testing.assert_allclose((op.T @ y).ravel(), dense.T @ y.ravel(), atol=1e-12)
-        dottest(op, batch=2, seed=0)
+        dottest(op, batch=2, rng=0)
     P = vstack([W, -W])
     assert P.out_shape == (10, 10)  # CReLU pair: channels concatenated
     mixed = vstack([W, W.T @ W])  # different output shapes: flattened
     assert mixed.out_shape == (W.shape[0] + W.shape[1],)
-    dottest(mixed, seed=1)
+    dottest(mixed, rng=1)
 
 
 def test_aslinearoperator_in_lsqr(rng):
-    W = ConvOperator.random(8, 2, 5, 30, seed=4)  # tall: 8*26 x 60
+    W = ConvOperator.random(8, 2, 5, 30, rng=4)  # tall: 8*26 x 60
     x = rng.standard_normal(W.in_shape)
     h = W @ x
     L = W.aslinearoperator()
@@ -232,7 +232,7 @@ def test_aslinearoperator_in_lsqr(rng):
 
 
 def test_mixed_dtype_rule(rng):
-    W32 = ConvOperator.random(3, 2, 3, 9, seed=0, dtype=np.float32)
+    W32 = ConvOperator.random(3, 2, 3, 9, rng=0, dtype=np.float32)
     W64 = W32.astype(np.float64)
     x64 = rng.standard_normal((2, 9))
     assert (W32 @ x64).dtype == np.float64  # promoted, computed in float64
@@ -243,17 +243,17 @@ def test_mixed_dtype_rule(rng):
 
 
 def test_random_scaling_and_normalized():
-    W = ConvOperator.random(200, 16, 5, 10, seed=0)
+    W = ConvOperator.random(200, 16, 5, 10, rng=0)
     var = float(np.var(W.filters))
     assert abs(var - 1 / (16 * 5)) < 0.1 / (16 * 5)
     Wn = W.normalized()
     rows = np.linalg.norm(Wn.to_dense(), axis=1)
     np.testing.assert_allclose(rows, 1.0, rtol=1e-12)
-    W2 = ConvOperator.random(4, 3, (3, 2), (6, 6), seed=1, dtype=np.float32, normalized=True)
+    W2 = ConvOperator.random(4, 3, (3, 2), (6, 6), rng=1, dtype=np.float32, normalized=True)
     assert W2.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(W2.filters.reshape(4, -1), axis=1), 1, rtol=1e-6)
-    a = ConvOperator.random(4, 3, 3, 9, seed=7).filters
-    b = ConvOperator.random(4, 3, 3, 9, seed=np.random.default_rng(7)).filters
+    a = ConvOperator.random(4, 3, 3, 9, rng=7).filters
+    b = ConvOperator.random(4, 3, 3, 9, rng=np.random.default_rng(7)).filters
     np.testing.assert_array_equal(a, b)
 
 
@@ -291,13 +291,13 @@ def test_same_and_circular_agree_with_torch(rng):
 
 # ---------------------------------------------------------------- bad input
 def test_error_wrong_channel_count():
-    W = ConvOperator.random(4, 3, 3, 10, seed=0)
+    W = ConvOperator.random(4, 3, 3, 10, rng=0)
     with pytest.raises(ValueError, match=r"parameter 'x' has shape \(2, 10\).*expected \(3, 10\)"):
         W @ np.zeros((2, 10))
 
 
 def test_error_wrong_spatial_shape_and_ndim():
-    W = ConvOperator.random(4, 3, (3, 3), (8, 8), seed=0)
+    W = ConvOperator.random(4, 3, (3, 3), (8, 8), rng=0)
     with pytest.raises(ValueError, match=r"'x' has shape \(3, 8, 7\)"):
         W @ np.zeros((3, 8, 7))
     with pytest.raises(ValueError, match=r"'x' has shape \(1, 1, 3, 8, 8\)"):
@@ -346,7 +346,7 @@ def test_error_groups():
 
 
 def test_error_code_of_wrong_shape_for_adjoint():
-    W = ConvOperator.random(4, 3, 3, 10, seed=0)
+    W = ConvOperator.random(4, 3, 3, 10, rng=0)
     with pytest.raises(ValueError, match=r"ConvOperator.T: parameter 'z \(adjoint input\)'"):
         W.T @ np.zeros((4, 9))
     with pytest.raises(ValueError, match=r"expected \(4, 8\)"):
@@ -354,7 +354,7 @@ def test_error_code_of_wrong_shape_for_adjoint():
 
 
 def test_error_non_finite_and_dtypes():
-    W = ConvOperator.random(4, 3, 3, 10, seed=0)
+    W = ConvOperator.random(4, 3, 3, 10, rng=0)
     x = np.zeros((3, 10))
     x[1, 2] = np.nan
     with pytest.raises(ValueError, match=r"parameter 'x' contains 1 non-finite"):
@@ -374,7 +374,7 @@ def test_error_non_finite_and_dtypes():
 
 
 def test_error_composition_shapes():
-    W = ConvOperator.random(4, 3, 3, 10, seed=0)
+    W = ConvOperator.random(4, 3, 3, 10, rng=0)
     with pytest.raises(ValueError, match="cannot compose"):
         W @ W
     with pytest.raises(ValueError, match="vstack"):

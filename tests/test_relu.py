@@ -1,4 +1,4 @@
-"""Tests for modelcs.relu: ReLU preimages (Theorem 4, Appendix A3), omnidirectionality
+"""Tests for modelcs.preimages: ReLU preimages (Theorem 4, Appendix A3), omnidirectionality
 (Theorem 5) and linearizations of ReLU networks (Section 3).
 
 The references here are independent of the library's algorithm:
@@ -374,9 +374,9 @@ def test_distant_point_radius_and_default_direction():
     assert in_preimage(A, b, y, x)
     assert abs(x[0]) < 1e-12  # pinned by e1 and -e1
     assert x[1] == pytest.approx(xc[1] - 2.0)  # walked the radius down the ray
-    x1 = distant_preimage_point(A, b, y, radius=2.0, seed=0)
+    x1 = distant_preimage_point(A, b, y, radius=2.0, rng=0)
     assert in_preimage(A, b, y, x1) and np.abs(x1 - xc).max() <= 2.0 + 1e-9
-    np.testing.assert_array_equal(x1, distant_preimage_point(A, b, y, radius=2.0, seed=0))
+    np.testing.assert_array_equal(x1, distant_preimage_point(A, b, y, radius=2.0, rng=0))
 
 
 def test_distant_point_appendix_a7_invariance(rng):
@@ -396,9 +396,9 @@ def test_distant_point_appendix_a7_invariance(rng):
 @pytest.mark.parametrize("d", [1, 2])
 def test_conv_layer_preimage_matches_dense(rng, d):
     if d == 1:
-        W = ConvOperator.random(3, 2, 3, 7, stride=2, seed=1)
+        W = ConvOperator.random(3, 2, 3, 7, stride=2, rng=1)
     else:
-        W = ConvOperator.random(2, 1, (2, 2), (4, 4), stride=1, seed=2)
+        W = ConvOperator.random(2, 1, (2, 2), (4, 4), stride=1, rng=2)
     bias = rng.standard_normal(W.out_shape[0]) - 0.3
     x = rng.standard_normal(W.in_shape)
     pre = W @ x + bias.reshape((-1,) + (1,) * d)
@@ -482,8 +482,8 @@ def test_linearize_zero_linearization_and_invariance_count():
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_linearize_conv_layers_match_dense(rng, dtype):
-    W1 = ConvOperator.random(4, 2, (3, 3), (7, 7), padding="same", seed=3, dtype=dtype)
-    W2 = ConvOperator.random(3, 4, (3, 3), W1.output_spatial, stride=2, seed=4, dtype=dtype)
+    W1 = ConvOperator.random(4, 2, (3, 3), (7, 7), padding="same", rng=3, dtype=dtype)
+    W2 = ConvOperator.random(3, 4, (3, 3), W1.output_spatial, stride=2, rng=4, dtype=dtype)
     W3 = rng.standard_normal((5, W2.shape[0])).astype(dtype)
     b1 = (rng.standard_normal(4) * 0.1).astype(dtype)  # per channel
     b2 = (rng.standard_normal(W2.out_shape) * 0.1).astype(dtype)  # full
@@ -507,7 +507,7 @@ def test_linearize_conv_layers_match_dense(rng, dtype):
 
 def test_linearize_matches_torch_autograd(rng):
     torch = pytest.importorskip("torch")
-    W1 = ConvOperator.random(3, 1, 3, 10, stride=2, seed=5)
+    W1 = ConvOperator.random(3, 1, 3, 10, stride=2, rng=5)
     W2 = rng.standard_normal((4, W1.shape[0]))
     b1, b2 = rng.standard_normal(3) * 0.2, rng.standard_normal(4)
     x = rng.standard_normal((1, 10))
@@ -563,13 +563,13 @@ def test_is_omnidirectional_bad_inputs():
 
 
 def test_operator_too_large_for_dense_lp():
-    W = ConvOperator.random(64, 64, (3, 3), (32, 32), seed=0)
+    W = ConvOperator.random(64, 64, (3, 3), (32, 32), rng=0)
     with pytest.raises(ValueError, match="dense matrix"):
         preimage_kind(W, None, np.zeros(W.out_shape))
 
 
 def test_conv_bias_shape_error():
-    W = ConvOperator.random(2, 1, 2, 5, seed=0)
+    W = ConvOperator.random(2, 1, 2, 5, rng=0)
     with pytest.raises(ValueError, match=r"\(2,\) per channel"):
         preimage_kind(W, np.zeros(3), np.zeros(W.out_shape))
 

@@ -113,7 +113,7 @@ def test_coherence_both_equals_separate_calls():
 
 
 def test_coherence_shifts_only_add_pairs(rng):
-    W = ConvOperator.random(8, 4, (3, 3), (10, 10), seed=1)
+    W = ConvOperator.random(8, 4, (3, 3), (10, 10), rng=1)
     assert coherence(W) >= coherence(W, shifts=False) - 1e-12
 
 
@@ -155,7 +155,7 @@ def test_coherence_bad_input(args, kwargs, exc, match):
 
 
 def test_coherence_operator_errors():
-    W = ConvOperator.random(3, 2, 3, 8, seed=0)
+    W = ConvOperator.random(3, 2, 3, 8, rng=0)
     with pytest.raises(TypeError, match="pass W = Phi.T"):
         coherence(W.T)
     with pytest.raises(ValueError, match="input_shape"):
@@ -170,12 +170,12 @@ def test_coherence_operator_errors():
 @pytest.mark.parametrize("twod", [False, True])
 def test_rip_ratios_match_dense(dtype, twod):
     if twod:
-        W = ConvOperator.random(5, 3, (2, 3), (6, 7), stride=(1, 2), seed=3, dtype=dtype)
+        W = ConvOperator.random(5, 3, (2, 3), (6, 7), stride=(1, 2), rng=3, dtype=dtype)
         model = ModelSparse(3, pool=(2, 2))
     else:
-        W = ConvOperator.random(6, 3, 4, 11, stride=2, seed=3, dtype=dtype)
+        W = ConvOperator.random(6, 3, 4, 11, stride=2, rng=3, dtype=dtype)
         model = ModelSparse(3)
-    Z = model.sample(W.out_shape, 40, seed=7, low=-1.0, high=1.0, dtype=dtype)
+    Z = model.sample(W.out_shape, 40, rng=7, low=-1.0, high=1.0, dtype=dtype)
     Wd = dense_conv_matrix(W.filters.astype(np.float64), W.input_spatial, W.stride)[0]
     z = Z.reshape(40, -1).astype(np.float64)
     zn = np.linalg.norm(z, axis=1)
@@ -188,18 +188,18 @@ def test_rip_ratios_match_dense(dtype, twod):
     }
     tol = 1e-4 if dtype == np.float32 else 1e-12
     for kind, ref in expect.items():
-        r = rip_ratios(W.T, model, 40, seed=7, kind=kind)
+        r = rip_ratios(W.T, model, n_trials=40, rng=7, kind=kind)
         assert r.shape == (40,)
         np.testing.assert_allclose(r, ref, rtol=tol)
 
 
 def test_rip_ratios_figure2_setting():
     """Paper Sec. 4.2: l=5, M=32, K=96, D=32, k=10, values uniform on [-1, 1]."""
-    W = ConvOperator.random(96, 32, 5, 32, seed=0, engine="gemm")
+    W = ConvOperator.random(96, 32, 5, 32, rng=0, engine="gemm")
     model = ModelSparse(10)
-    iso = rip_ratios(W.T, model, 1000, seed=1)
-    rg = rip_ratios(W.T, model, 1000, seed=2, kind="restricted_gram")
-    gr = rip_ratios(W.T, model, 1000, seed=3, kind="gram")
+    iso = rip_ratios(W.T, model, n_trials=1000, rng=1)
+    rg = rip_ratios(W.T, model, n_trials=1000, rng=2, kind="restricted_gram")
+    gr = rip_ratios(W.T, model, n_trials=1000, rng=3, kind="gram")
     assert abs(iso.mean() - 1) < 0.02
     assert abs(rg.mean() - 1) < 0.03
     assert iso.std() < 0.06
@@ -207,10 +207,10 @@ def test_rip_ratios_figure2_setting():
 
 
 def test_rip_ratios_seed_reproducible():
-    W = ConvOperator.random(8, 3, 3, 12, seed=0)
-    a = rip_ratios(W.T, ModelSparse(2), 20, seed=5)
-    b = rip_ratios(W.T, ModelSparse(2), 20, seed=np.random.default_rng(5))
-    c = rip_ratios(W.T, ModelSparse(2), 20, seed=6)
+    W = ConvOperator.random(8, 3, 3, 12, rng=0)
+    a = rip_ratios(W.T, ModelSparse(2), n_trials=20, rng=5)
+    b = rip_ratios(W.T, ModelSparse(2), n_trials=20, rng=np.random.default_rng(5))
+    c = rip_ratios(W.T, ModelSparse(2), n_trials=20, rng=6)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
 
@@ -220,7 +220,7 @@ def test_rip_ratios_orthonormal_is_exactly_one():
     q = np.linalg.qr(np.random.default_rng(0).standard_normal((12, 12)))[0]
     W = ConvOperator(q[:6].reshape(6, 3, 4), 4)
     for kind in ("isometry", "restricted_gram", "gram"):
-        r = rip_ratios(W.T, TopKSparse(3), 10, seed=0, kind=kind)
+        r = rip_ratios(W.T, TopKSparse(3), n_trials=10, rng=0, kind=kind)
         np.testing.assert_allclose(r, 1.0, rtol=1e-12)
 
 
@@ -233,29 +233,29 @@ def test_rip_ratios_orthonormal_is_exactly_one():
         ({"low": 0.0, "high": np.inf}, ValueError, "finite"),
         ({"n_trials": 0}, ValueError, "n_trials"),
         ({"n_trials": 2.5}, TypeError, "n_trials"),
-        ({"seed": "x"}, TypeError, "seed"),
+        ({"rng": "x"}, TypeError, "rng"),
     ],
 )
 def test_rip_ratios_bad_arguments(kwargs, exc, match):
-    W = ConvOperator.random(4, 2, 3, 8, seed=0)
+    W = ConvOperator.random(4, 2, 3, 8, rng=0)
     args = {"n_trials": 5, **kwargs}
     n = args.pop("n_trials")
     with pytest.raises(exc, match=match):
-        rip_ratios(W.T, ModelSparse(2), n, **args)
+        rip_ratios(W.T, ModelSparse(2), n_trials=n, **args)
 
 
 def test_rip_ratios_bad_operator_and_model():
-    W = ConvOperator.random(4, 2, 3, 8, seed=0)
+    W = ConvOperator.random(4, 2, 3, 8, rng=0)
     with pytest.raises(TypeError, match="pass W.T"):
-        rip_ratios(W, ModelSparse(2), 5)
+        rip_ratios(W, ModelSparse(2), n_trials=5)
     with pytest.raises(TypeError, match="LinearOperator"):
-        rip_ratios(np.eye(3), ModelSparse(2), 5)
+        rip_ratios("not an operator", ModelSparse(2), n_trials=5)  # matrices are accepted now
     with pytest.raises(TypeError, match="model"):
-        rip_ratios(W.T, 2, 5)
+        rip_ratios(W.T, 2, n_trials=5)
     with pytest.raises(ValueError, match="k >= 1"):
-        rip_ratios(W.T, ModelSparse(0), 5)
+        rip_ratios(W.T, ModelSparse(0), n_trials=5)
     with pytest.raises(ValueError, match="exceeds"):
-        rip_ratios(W.T, ModelSparse(5), 5)
+        rip_ratios(W.T, ModelSparse(5), n_trials=5)
 
 
 # ------------------------------------------------------------------ estimate_delta
@@ -272,11 +272,11 @@ def exact_delta(Wd, K, n, k):
 
 @pytest.mark.parametrize("search", ["random", "adversarial"])
 def test_estimate_delta_is_a_lower_bound_attained_by_its_code(search):
-    W = ConvOperator.random(5, 2, 3, 6, seed=4)
+    W = ConvOperator.random(5, 2, 3, 6, rng=4)
     Wd = dense_conv_matrix(W.filters, W.input_spatial)[0]
     K, n = W.out_shape
     true = exact_delta(Wd, K, n, 2)
-    est = estimate_delta(W.T, ModelSparse(2), n_trials=30, seed=0, search=search)
+    est = estimate_delta(W.T, ModelSparse(2), n_trials=30, rng=0, search=search)
     assert est.n_evaluated == 30
     assert 0 < est.delta <= true + 1e-12
     # the returned code lies in the model and attains the distortion
@@ -289,16 +289,16 @@ def test_estimate_delta_is_a_lower_bound_attained_by_its_code(search):
     assert est.ratio == pytest.approx(math.sqrt(r2))
     # enough budget on a tiny problem: the adversarial search finds the true constant
     if search == "adversarial":
-        est = estimate_delta(W.T, ModelSparse(2), n_trials=200, seed=1, search=search)
+        est = estimate_delta(W.T, ModelSparse(2), n_trials=200, rng=1, search=search)
         assert est.delta == pytest.approx(true, rel=1e-9)
 
 
 def test_adversarial_beats_random_on_the_same_budget():
-    W = ConvOperator.random(96, 32, 5, 32, seed=0)  # Figure 2 setting
+    W = ConvOperator.random(96, 32, 5, 32, rng=0)  # Figure 2 setting
     model = ModelSparse(10)
     for seed in range(3):
-        rnd = estimate_delta(W.T, model, n_trials=120, seed=seed, search="random")
-        adv = estimate_delta(W.T, model, n_trials=120, seed=seed, search="adversarial")
+        rnd = estimate_delta(W.T, model, n_trials=120, rng=seed, search="random")
+        adv = estimate_delta(W.T, model, n_trials=120, rng=seed, search="adversarial")
         assert rnd.n_evaluated == adv.n_evaluated == 120
         assert adv.delta > rnd.delta
         assert adv.trace[-1] == (120, pytest.approx(adv.delta))
@@ -306,16 +306,16 @@ def test_adversarial_beats_random_on_the_same_budget():
 
 
 def test_estimate_delta_pooled_2d_model_stays_in_model():
-    W = ConvOperator.random(6, 3, (2, 2), (7, 7), seed=2)
+    W = ConvOperator.random(6, 3, (2, 2), (7, 7), rng=2)
     model = ModelSparse(4, pool=(2, 2), switches="fixed")  # switches do not change supports
-    est = estimate_delta(W.T, model, n_trials=60, seed=3, search="adversarial")
+    est = estimate_delta(W.T, model, n_trials=60, rng=3, search="adversarial")
     known = ModelSparse(4, pool=(2, 2))
     np.testing.assert_array_equal(known.project(est.code), est.code)
     assert (est.code != 0).sum() == 4
 
 
 def test_estimate_delta_bad_arguments():
-    W = ConvOperator.random(4, 2, 3, 8, seed=0)
+    W = ConvOperator.random(4, 2, 3, 8, rng=0)
     with pytest.raises(ValueError, match="search"):
         estimate_delta(W.T, ModelSparse(2), n_trials=5, search="greedy")
     with pytest.raises(ValueError, match="n_trials"):
@@ -403,10 +403,10 @@ def test_theorem31_bad_input(kwargs, exc, match):
 @pytest.mark.parametrize(
     "W",
     [
-        ConvOperator.random(6, 4, 3, 11, stride=2, seed=1),
-        ConvOperator.random(6, 4, (2, 3), (7, 8), stride=(2, 1), padding="same", groups=2, seed=1),
-        ConvOperator.random(4, 2, (3, 3), (6, 7), padding="circular", stride=2, seed=2),
-        ConvOperator.random(4, 2, 3, 9, padding=2, seed=3, dtype=np.float32),
+        ConvOperator.random(6, 4, 3, 11, stride=2, rng=1),
+        ConvOperator.random(6, 4, (2, 3), (7, 8), stride=(2, 1), padding="same", groups=2, rng=1),
+        ConvOperator.random(4, 2, (3, 3), (6, 7), padding="circular", stride=2, rng=2),
+        ConvOperator.random(4, 2, 3, 9, padding=2, rng=3, dtype=np.float32),
     ],
 )
 def test_delta_fast_conv_path_equals_generic_operator_path(W):
@@ -414,8 +414,8 @@ def test_delta_fast_conv_path_equals_generic_operator_path(W):
     K = W.out_shape[0]
     model = ModelSparse(min(3, K), ndim=len(W.input_spatial))
     for search in ("random", "adversarial"):
-        a = estimate_delta(W.T, model, n_trials=24, seed=5, search=search)
-        b = estimate_delta(1.0 * W.T, model, n_trials=24, seed=5, search=search)
+        a = estimate_delta(W.T, model, n_trials=24, rng=5, search=search)
+        b = estimate_delta(1.0 * W.T, model, n_trials=24, rng=5, search=search)
         tol = 1e-5 if W.dtype == np.float32 else 1e-10
         assert a.delta == pytest.approx(b.delta, abs=tol)
         np.testing.assert_array_equal(a.support, b.support)

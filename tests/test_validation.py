@@ -38,7 +38,7 @@ def test_as_int_tuple_and_rng_errors():
         as_int_tuple("stride", (1, 2), 3)
     with pytest.raises(ValueError, match="entries >= 1"):
         as_int_tuple("stride", (1, 0), 2)
-    with pytest.raises(TypeError, match="parameter 'seed'"):
+    with pytest.raises(TypeError, match="parameter 'rng'"):
         check_rng("abc")
     g = np.random.default_rng(1)
     assert check_rng(g) is g

@@ -122,17 +122,17 @@ def figure2_experiment(
     s_w, s_z = ss.spawn(2)
     # GEMM engine: for 1000-signal batches of this size it beats the FFT engine that
     # engine="auto" picks for stride 1 (measured ~4x in float64)
-    W = ConvOperator.random(K, M, l, D, seed=np.random.default_rng(s_w), engine="gemm")
+    W = ConvOperator.random(K, M, l, D, rng=np.random.default_rng(s_w), engine="gemm")
     model = ModelSparse(k, ndim=1)
     zseed = int(np.random.default_rng(s_z).integers(2**63))
     t0 = time.perf_counter()
-    iso = rip_ratios(W.T, model, n_trials, seed=zseed, kind="isometry")
-    restricted = rip_ratios(W.T, model, n_trials, seed=zseed, kind="restricted_gram")
-    gram = rip_ratios(W.T, model, n_trials, seed=zseed, kind="gram")
+    iso = rip_ratios(W.T, model, n_trials=n_trials, rng=zseed, kind="isometry")
+    restricted = rip_ratios(W.T, model, n_trials=n_trials, rng=zseed, kind="restricted_gram")
+    gram = rip_ratios(W.T, model, n_trials=n_trials, rng=zseed, kind="gram")
     t_rip = time.perf_counter() - t0
     if progress:
         progress("Figure 2 (a)(b)")
-    Z = model.sample(W.out_shape, n_trials, seed=zseed, dtype=W.dtype)  # the same codes
+    Z = model.sample(W.out_shape, n_trials, rng=zseed, dtype=W.dtype)  # the same codes
     X = W.T @ Z
     t0 = time.perf_counter()
     H = W @ X
@@ -207,7 +207,7 @@ def run_demo(
         traces: dict[str, Any] = {}
         for kk, name in ((k, "delta_k"), (2 * k, "delta_2k")):
             for search in ("random", "adversarial"):
-                est = estimate_delta(W.T, ModelSparse(kk), n_trials=delta_budget, seed=seed,
+                est = estimate_delta(W.T, ModelSparse(kk), n_trials=delta_budget, rng=seed,
                                      search=search)
                 deltas[f"{name}_{search}"] = est.delta
                 traces[f"{search}, k={kk}"] = est.trace
@@ -533,10 +533,10 @@ def _cmd_rip(args: argparse.Namespace) -> int:
     }
     zseed = int(rng.integers(2**63))
     for kind in ("isometry", "restricted_gram", "gram"):
-        r = rip_ratios(W.T, model, args.trials, seed=zseed, kind=kind, low=args.low,
+        r = rip_ratios(W.T, model, n_trials=args.trials, rng=zseed, kind=kind, low=args.low,
                        high=args.high)
         res[kind] = _summary(r)
-    Z = model.sample(W.out_shape, args.trials, seed=zseed, low=args.low, high=args.high,
+    Z = model.sample(W.out_shape, args.trials, rng=zseed, low=args.low, high=args.high,
                      dtype=W.dtype)
     X = W.T @ Z
     H = W @ X
@@ -544,7 +544,7 @@ def _cmd_rip(args: argparse.Namespace) -> int:
         m = ModelSparse(args.k, pool=args.pool, switches=sw, ndim=d)
         res[f"one_step_error_{sw}"] = _summary(_rel(W.T @ m.project(H), X))
     if args.delta_search != "none":
-        est = estimate_delta(W.T, model, n_trials=args.delta_trials, seed=rng,
+        est = estimate_delta(W.T, model, n_trials=args.delta_trials, rng=rng,
                              search=args.delta_search)
         res["delta"] = {"search": args.delta_search, "estimate": est.delta,
                         "supports": est.n_evaluated, "lambda_min": est.lambda_min,

@@ -266,8 +266,8 @@ def mobilenet_v2_study(
         Wr = Wl.with_filters(random_like(L.filters, seed=rng).astype(np.float64)).normalized()
         for k in (5, 10, 20):
             s = int(rng.integers(2**31))
-            out["rip"][(n, k)] = (rip_ratios(Wl.T, ModelSparse(k), rip_trials, seed=s),
-                                  rip_ratios(Wr.T, ModelSparse(k), rip_trials, seed=s))
+            out["rip"][(n, k)] = (rip_ratios(Wl.T, ModelSparse(k), n_trials=rip_trials, rng=s),
+                                  rip_ratios(Wr.T, ModelSparse(k), n_trials=rip_trials, rng=s))
 
     # 4. reconstruction of a real image / its activations (Table 3 analogue)
     x = imagenet_input(image, size)

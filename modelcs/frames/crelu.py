@@ -186,7 +186,7 @@ def crelu_pool(
     --------
     >>> import numpy as np
     >>> from modelcs import ConvOperator
-    >>> W = ConvOperator.random(4, 2, 3, 7, seed=0)
+    >>> W = ConvOperator.random(4, 2, 3, 7, rng=0)
     >>> p = crelu_pool(W, np.random.default_rng(1).standard_normal((2, 7)))
     >>> p.features.shape, p.support.shape, int(p.support.sum()) <= 8
     ((8, 1), (4, 5), True)

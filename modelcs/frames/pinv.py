@@ -93,7 +93,7 @@ def pinv_reconstruct(
     *,
     support: Any = None,
     tol: float | None = None,
-    maxiter: int | None = None,
+    max_iter: int | None = None,
 ) -> Any:
     """Minimum-norm least-squares ``x`` with ``W x ~ h`` (supplement Algorithms 1 and 2).
 
@@ -110,7 +110,7 @@ def pinv_reconstruct(
     tol : float, optional
         LSQR stopping tolerance (relative residual / relative normal-equation residual);
         default ``1e-12`` for float64 and ``1e-6`` for float32.
-    maxiter : int, optional
+    max_iter : int, optional
         Iteration cap, default ``2 * min(W.shape)``; a :class:`ConvergenceWarning` is issued
         if some item has not converged by then.
 
@@ -124,7 +124,7 @@ def pinv_reconstruct(
     --------
     >>> import numpy as np
     >>> from modelcs import ConvOperator, crelu, crelu_inverse
-    >>> W = ConvOperator.random(2, 3, 3, 12, seed=0)       # 20 x 36: a proper subspace
+    >>> W = ConvOperator.random(2, 3, 3, 12, rng=0)       # 20 x 36: a proper subspace
     >>> x = np.random.default_rng(1).standard_normal((3, 12))
     >>> xr = pinv_reconstruct(W, crelu_inverse(crelu(W @ x)))
     >>> P = np.linalg.pinv(W.to_dense()) @ W.to_dense()     # projector onto the row space
@@ -170,7 +170,7 @@ def pinv_reconstruct(
         tol = 1e-6 if dt == np.float32 else 1e-12
     if not (isinstance(tol, (int, float)) and 0 < tol < 1):
         raise ValueError(f"parameter 'tol' must be a number in (0, 1); got {tol!r}")
-    maxiter = 2 * min(W.shape) if maxiter is None else check_positive_int("maxiter", maxiter)
+    maxiter = 2 * min(W.shape) if max_iter is None else check_positive_int("max_iter", max_iter)
 
     if mask is None:
         def fwd(v: Any) -> Any:
@@ -190,8 +190,8 @@ def pinv_reconstruct(
     x, done, it = _lsqr_batched(fwd, adj, hb, float(tol), maxiter)
     if not bool(done.all()):
         warnings.warn(
-            f"pinv_reconstruct: LSQR did not reach tol={tol:g} in maxiter={maxiter} iterations "
-            f"for {int((~done).sum())} of {hb.shape[0]} item(s); increase maxiter",
+            f"pinv_reconstruct: LSQR did not reach tol={tol:g} in max_iter={maxiter} iterations "
+            f"for {int((~done).sum())} of {hb.shape[0]} item(s); increase max_iter",
             ConvergenceWarning,
             stacklevel=2,
         )

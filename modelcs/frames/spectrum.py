@@ -135,7 +135,7 @@ def _gram_operator(A: Any) -> tuple[Any, int]:
                    matmat=lambda V: A.rmatmat(A.matmat(V)), dtype=np.float64), n
 
 
-def _iterative(W: Any, k: int, which: str, tol: float, maxiter: int | None, seed: Any,
+def _iterative(W: Any, k: int, which: str, tol: float, max_iter: int | None, rng: Any,
                ) -> np.ndarray:
     from scipy.sparse.linalg import eigsh
 
@@ -146,15 +146,15 @@ def _iterative(W: Any, k: int, which: str, tol: float, maxiter: int | None, seed
             f"parameter 'k'={k} is too large for the iterative method on a {W.shape[0]}x"
             f"{W.shape[1]} operator (needs 2*k < {N}); use method='dense' or a smaller k"
         )
-    rng = check_rng(seed)
+    rng = check_rng(rng)
     v0 = rng.standard_normal(N)
     out = []
     if which in ("largest", "both"):
-        ev = eigsh(G, k=k, which="LA", tol=tol, maxiter=maxiter, v0=v0,
+        ev = eigsh(G, k=k, which="LA", tol=tol, maxiter=max_iter, v0=v0,
                    return_eigenvectors=False)
         out.append(ev)
     if which in ("smallest", "both"):
-        ev = eigsh(G, k=k, which="SA", tol=tol, maxiter=maxiter, v0=v0,
+        ev = eigsh(G, k=k, which="SA", tol=tol, maxiter=max_iter, v0=v0,
                    return_eigenvectors=False)
         out.append(ev)
     lam = np.concatenate(out)
@@ -203,8 +203,8 @@ def singular_values(
     which: str = "both",
     method: str = "auto",
     tol: float = 1e-10,
-    maxiter: int | None = None,
-    seed: Any = 0,
+    max_iter: int | None = None,
+    rng: Any = None,
 ) -> np.ndarray:
     """Singular values of a convolution operator, in descending order.
 
@@ -218,9 +218,9 @@ def singular_values(
     method : {'auto', 'fft', 'fft-gram', 'iterative', 'dense'}, default 'auto'
         See the module docstring.  ``'auto'``: ``'fft'`` for circular convolutions whose
         stride divides the input size, otherwise ``'iterative'`` (which needs ``k``).
-    tol, maxiter, seed
+    tol, max_iter, rng
         Lanczos tolerance (relative, on eigenvalues of the Gram operator), iteration cap and
-        starting vector seed for ``'iterative'``.
+        starting vector randomness for ``'iterative'`` (``rng``: SciPy SPEC 7).
 
     Returns
     -------
@@ -232,7 +232,7 @@ def singular_values(
     --------
     >>> import numpy as np
     >>> from modelcs import ConvOperator
-    >>> W = ConvOperator.random(3, 2, 3, 8, padding="circular", seed=0)
+    >>> W = ConvOperator.random(3, 2, 3, 8, padding="circular", rng=0)
     >>> s = singular_values(W)
     >>> s.shape, bool(np.allclose(s, np.linalg.svd(W.to_dense(), compute_uv=False)))
     ((16,), True)
@@ -244,8 +244,8 @@ def singular_values(
         k = check_positive_int("k", k)
     if not (isinstance(tol, (int, float)) and 0 <= tol < 1):
         raise ValueError(f"parameter 'tol' must be a number in [0, 1); got {tol!r}")
-    if maxiter is not None:
-        maxiter = check_positive_int("maxiter", maxiter)
+    if max_iter is not None:
+        max_iter = check_positive_int("max_iter", max_iter)
     if method == "auto":
         method = "fft" if _fft_ok(W) else ("dense" if isinstance(W, np.ndarray) else "iterative")
     if method in ("fft", "fft-gram"):
@@ -265,7 +265,7 @@ def singular_values(
             "parameter 'k' is required for method='iterative' (the operator is not circular, "
             "so only the k extreme singular values are computed); pass k or method='dense'"
         )
-    return _iterative(W, k, which, tol, maxiter, seed)
+    return _iterative(W, k, which, tol, max_iter, rng)
 
 
 def frame_bounds(
@@ -275,8 +275,8 @@ def frame_bounds(
     method: str = "auto",
     k: int = 6,
     tol: float = 1e-10,
-    maxiter: int | None = None,
-    seed: Any = 0,
+    max_iter: int | None = None,
+    rng: Any = None,
 ) -> tuple[float, float]:
     """Optimal frame bounds ``(lower, upper)`` of the shifted filters on their span.
 
@@ -308,7 +308,7 @@ def frame_bounds(
     --------
     >>> import numpy as np
     >>> from modelcs import ConvOperator
-    >>> W = ConvOperator.random(4, 3, 3, 10, seed=0)
+    >>> W = ConvOperator.random(4, 3, 3, 10, rng=0)
     >>> A, B = frame_bounds(W, method="dense")
     >>> ev = np.linalg.eigvalsh(W.to_dense().T @ W.to_dense())
     >>> bool(np.isclose(A, ev[ev > 1e-9].min()) and np.isclose(B, ev.max()))
@@ -325,9 +325,9 @@ def frame_bounds(
     if method == "iterative":
         r = max(base, 10.0 * math.sqrt(tol)) if rtol is None else rtol
         smax = singular_values(W, k=1, which="largest", method="iterative", tol=tol,
-                               maxiter=maxiter, seed=seed)[0]
+                               max_iter=max_iter, rng=rng)[0]
         small = singular_values(W, k=k, which="smallest", method="iterative", tol=tol,
-                                maxiter=maxiter, seed=seed)
+                                max_iter=max_iter, rng=rng)
     else:
         r = base if rtol is None else rtol
         s = singular_values(W, method=method)

@@ -81,7 +81,7 @@ def theorem_a5_bound(
     --------
     >>> import numpy as np
     >>> from modelcs import ConvOperator
-    >>> W = ConvOperator.random(3, 2, 3, 9, normalized=True, seed=0)
+    >>> W = ConvOperator.random(3, 2, 3, 9, normalized=True, rng=0)
     >>> c = np.zeros(W.out_shape); c[0, 1] = 1.0; c[2, 5] = -0.5
     >>> float(theorem_a5_bound(W, c)) >= 0
     True

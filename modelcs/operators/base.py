@@ -23,10 +23,17 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import get_array_module, result_dtype, to_numpy
-from .._validation import check_finite, check_rng
+from .._backend import (
+    from_torch,
+    get_array_module,
+    is_torch_tensor,
+    result_dtype,
+    to_numpy,
+    to_torch_like,
+)
+from .._validation import check_finite, check_positive_int, check_rng
 
-__all__ = ["LinearOperator", "vstack", "dottest"]
+__all__ = ["LinearOperator", "MaskedOperator", "vstack", "dottest"]
 
 
 class LinearOperator:
@@ -100,6 +107,36 @@ class LinearOperator:
             f"matrix {self.shape[0]}x{self.shape[1]}, dtype={self.dtype}>"
         )
 
+    def __array__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"a {type(self).__name__} is a matrix-free operator and is not converted to an "
+            "array implicitly (that would form the whole matrix); call .to_dense() for the "
+            "dense matrix, or apply it with op @ x"
+        )
+
+    # ------------------------------------------------------------------ norm
+    def norm(self) -> float:
+        """Estimate of the spectral norm ``||op||_2``, computed once and cached on the operator.
+
+        Lanczos on ``op^T op`` (:func:`modelcs._krylov.lanczos_norm_sq`, deterministic);
+        adjoint views and scalar multiples reuse the cache of the operator they wrap.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from modelcs import MatrixOperator
+        >>> op = MatrixOperator(np.diag([2.0, 1.0]))
+        >>> round(op.norm(), 6), round(op.T.norm(), 6), round((3 * op).norm(), 6)
+        (2.0, 2.0, 6.0)
+        """
+        cached = self.__dict__.get("_norm_value")
+        if cached is None:
+            from .._krylov import lanczos_norm_sq  # noqa: PLC0415
+
+            cached = math.sqrt(max(lanczos_norm_sq(self), 0.0))
+            self.__dict__["_norm_value"] = cached
+        return float(cached)
+
     # ------------------------------------------------------- to be implemented
     def _forward(self, x: Any) -> Any:  # (B, *in_shape) -> (B, *out_shape)
         raise NotImplementedError
@@ -112,6 +149,8 @@ class LinearOperator:
         src = self.out_shape if adjoint else self.in_shape
         dst = self.in_shape if adjoint else self.out_shape
         name = "z (adjoint input)" if adjoint else "x"
+        if is_torch_tensor(x):  # torch in, torch out (zero-copy through DLPack on CPU)
+            return to_torch_like(self._apply(from_torch(x, name), adjoint), x)
         if not hasattr(x, "shape") or not hasattr(x, "dtype"):
             x = np.asarray(x)
         dt = result_dtype(self.dtype, x.dtype, name)
@@ -253,6 +292,9 @@ class _Adjoint(LinearOperator):
     def T(self) -> LinearOperator:  # noqa: N802
         return self.op
 
+    def norm(self) -> float:
+        return self.op.norm()
+
     def __repr__(self) -> str:
         return f"{self.op!r}.T"
 
@@ -284,6 +326,73 @@ class _Scaled(LinearOperator):
 
     def _adjoint(self, y: Any) -> Any:
         return self.op._adjoint(y) * self.c
+
+    def norm(self) -> float:
+        return abs(self.c) * self.op.norm()
+
+
+class MaskedOperator(LinearOperator):
+    """``A`` restricted to the inputs where ``mask`` is True: ``x -> A (mask * x)``.
+
+    The operator of a least-squares problem on a support (CoSaMP, debiasing, the
+    pseudoinverse on activated filters).  Its adjoint is ``y -> mask * (A^T y)``.  The mask
+    has shape ``A.in_shape`` (one support for every input) or ``(B, *A.in_shape)`` (one
+    support per batch item; the operator then applies to batches of exactly ``B`` items).
+
+    Parameters
+    ----------
+    op : LinearOperator
+        The operator ``A``.
+    mask : bool array, shape ``op.in_shape`` or ``(B, *op.in_shape)``
+        The support (``True``: the input entry is kept).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from modelcs import MatrixOperator, dottest
+    >>> A = MatrixOperator(np.arange(12.0).reshape(3, 4))
+    >>> S = MaskedOperator(A, np.array([True, False, True, False]))
+    >>> S @ np.ones(4)
+    array([ 2., 10., 18.])
+    >>> dottest(S) < 1e-12
+    True
+    """
+
+    def __init__(self, op: LinearOperator, mask: Any):
+        if not isinstance(op, LinearOperator):
+            raise TypeError(f"parameter 'op' must be a modelcs LinearOperator; got {type(op)}")
+        if not hasattr(mask, "dtype"):
+            mask = np.asarray(mask)
+        if mask.dtype != np.bool_:
+            raise TypeError(f"parameter 'mask' must be a boolean array; got dtype {mask.dtype}")
+        if tuple(mask.shape) == op.in_shape:
+            self.batch = None
+        elif mask.ndim == len(op.in_shape) + 1 and tuple(mask.shape[1:]) == op.in_shape:
+            self.batch = int(mask.shape[0])
+        else:
+            raise ValueError(
+                f"parameter 'mask' has shape {tuple(mask.shape)}; expected {op.in_shape} or "
+                f"(B, {', '.join(map(str, op.in_shape))})"
+            )
+        super().__init__(op.in_shape, op.out_shape, op.dtype)
+        self.op, self.mask = op, mask
+
+    def _check(self, v: Any) -> None:
+        if self.batch is not None and v.shape[0] != self.batch:
+            raise ValueError(
+                f"MaskedOperator: this operator has one mask per item of a batch of "
+                f"{self.batch}; got a batch of {v.shape[0]}"
+            )
+
+    def _forward(self, x: Any) -> Any:
+        self._check(x)
+        xp = get_array_module(x)
+        return self.op._forward(xp.where(xp.asarray(self.mask), x, 0))
+
+    def _adjoint(self, y: Any) -> Any:
+        self._check(y)
+        xp = get_array_module(y)
+        return xp.where(xp.asarray(self.mask), self.op._adjoint(y), 0)
 
 
 class _Sum(LinearOperator):
@@ -380,7 +489,7 @@ def vstack(operators: Sequence[LinearOperator]) -> LinearOperator:
     --------
     >>> import numpy as np
     >>> from modelcs import ConvOperator, vstack
-    >>> W = ConvOperator.random(4, 2, 3, 10, seed=0)
+    >>> W = ConvOperator.random(4, 2, 3, 10, rng=0)
     >>> P = vstack([W, -W])          # the CReLU pair of the invertibility paper, Sec. 3
     >>> P.out_shape
     (8, 8)
@@ -389,7 +498,7 @@ def vstack(operators: Sequence[LinearOperator]) -> LinearOperator:
 
 
 def dottest(
-    op: LinearOperator, *, batch: int | None = None, seed: Any = None, rtol: float | None = None
+    op: Any, *, batch: int | None = None, rng: Any = None, rtol: float | None = None
 ) -> float:
     """Adjoint dot test ``<A x, y> = <x, A^T y>`` on random data; returns the relative error.
 
@@ -397,7 +506,9 @@ def dottest(
     the Cauchy-Schwarz scale of the two inner products, so it is meaningful in float32.
 
     Raises ``AssertionError`` if the relative error exceeds ``rtol`` (default ``1e-12`` for
-    float64 and ``1e-5`` for float32).
+    float64 and ``1e-5`` for float32).  ``op`` is anything :func:`~modelcs.as_operator`
+    accepts; ``batch`` (an int >= 1) tests a batch of that many items; ``rng`` draws the
+    random vectors (SciPy SPEC 7).
 
     Parameters
     ----------
@@ -418,15 +529,20 @@ def dottest(
     Examples
     --------
     >>> from modelcs import ConvOperator, dottest
-    >>> W = ConvOperator.random(6, 3, (3, 3), (9, 9), stride=2, seed=1)
+    >>> W = ConvOperator.random(6, 3, (3, 3), (9, 9), stride=2, rng=1)
     >>> dottest(W) < 1e-12
     True
     """
-    rng = check_rng(seed)
+    from .matrix import as_operator  # noqa: PLC0415
+
+    op = as_operator(op, "op")
+    gen = check_rng(rng)
+    if batch is not None:
+        batch = check_positive_int("batch", batch)  # batch=0 would test nothing
     shp_in = op.in_shape if batch is None else (batch, *op.in_shape)
     shp_out = op.out_shape if batch is None else (batch, *op.out_shape)
-    x = rng.standard_normal(shp_in).astype(op.dtype)
-    y = rng.standard_normal(shp_out).astype(op.dtype)
+    x = gen.standard_normal(shp_in).astype(op.dtype)
+    y = gen.standard_normal(shp_out).astype(op.dtype)
     ax = to_numpy(op @ x).astype(np.float64)
     aty = to_numpy(op.T @ y).astype(np.float64)
     lhs = float(np.vdot(ax, y.astype(np.float64)))

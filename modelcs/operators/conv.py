@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import get_array_module, has_module, to_numpy
+from .._backend import from_torch, get_array_module, has_module, is_torch_tensor, to_numpy
 from .._validation import as_int_tuple, check_choice, check_finite, check_positive_int, check_rng
 from .base import LinearOperator
 
@@ -135,7 +135,7 @@ class ConvOperator(LinearOperator):
     --------
     >>> import numpy as np
     >>> from modelcs import ConvOperator
-    >>> W = ConvOperator.random(96, 32, 5, 32, seed=0)     # the paper's Fig. 2 setting
+    >>> W = ConvOperator.random(96, 32, 5, 32, rng=0)     # the paper's Fig. 2 setting
     >>> W.shape, W.out_shape
     ((2688, 1024), (96, 28))
     >>> x = np.random.default_rng(1).standard_normal((32, 32))
@@ -157,6 +157,8 @@ class ConvOperator(LinearOperator):
         engine: str = "auto",
         dtype: Any = None,
     ):
+        if is_torch_tensor(filters):  # torch filters: zero-copy view (CPU) / CuPy (CUDA)
+            filters = from_torch(filters, "filters")
         if not hasattr(filters, "ndim") or not hasattr(filters, "dtype"):
             filters = np.asarray(filters)
         if filters.ndim not in (3, 4):
@@ -358,19 +360,20 @@ class ConvOperator(LinearOperator):
         padding: Any = "valid",
         groups: int = 1,
         normalized: bool = False,
-        seed: Any = None,
+        rng: Any = None,
         dtype: Any = np.float64,
         engine: str = "auto",
     ) -> ConvOperator:
         """Random Gaussian filters as in Theorem 3.1 of the invertibility paper.
 
         Entries are i.i.d. ``N(0, 1) / sqrt(M * prod(l))`` (``M`` = input channels per
-        group), or unit-norm filters when ``normalized=True``.
+        group), or unit-norm filters when ``normalized=True``; ``rng`` is ``None``, an int
+        or a ``numpy.random.Generator`` (SciPy SPEC 7).
 
         Examples
         --------
         >>> from modelcs import ConvOperator
-        >>> W = ConvOperator.random(8, 3, (3, 3), (12, 12), stride=2, normalized=True, seed=0)
+        >>> W = ConvOperator.random(8, 3, (3, 3), (12, 12), stride=2, normalized=True, rng=0)
         >>> W.out_shape
         (8, 5, 5)
         """
@@ -388,9 +391,9 @@ class ConvOperator(LinearOperator):
         else:
             d = len(kernel_size)
         l = as_int_tuple("kernel_size", kernel_size, d)
-        rng = check_rng(seed)
+        gen = check_rng(rng)
         Mg = M // groups
-        w = rng.standard_normal((K, Mg, *l)) / math.sqrt(Mg * math.prod(l))
+        w = gen.standard_normal((K, Mg, *l)) / math.sqrt(Mg * math.prod(l))
         op = cls(
             w.astype(dtype),
             input_shape,
@@ -401,6 +404,57 @@ class ConvOperator(LinearOperator):
             dtype=dtype,
         )
         return op.normalized() if normalized else op
+
+    @classmethod
+    def from_torch(
+        cls, module: Any, input_shape: int | Sequence[int], *, engine: str = "auto",
+        dtype: Any = None,
+    ) -> ConvOperator:
+        """The linear part of a ``torch.nn.Conv1d``/``Conv2d`` as a :class:`ConvOperator`.
+
+        Stride, zero padding (int, tuple or ``'valid'``/``'same'``) and groups are taken
+        from the module; dilation other than 1 and padding modes other than ``'zeros'``
+        are refused with a ``ValueError``, other modules with a ``TypeError``.  The bias is
+        not part of the linear operator (add ``module.bias[:, None, ...]`` yourself).
+        Filters are copied to NumPy (float32 modules give a float32 operator).
+
+        Parameters
+        ----------
+        module : torch.nn.Conv1d or torch.nn.Conv2d
+        input_shape : int or tuple of int
+            Spatial input size ``D`` (or ``(M, *D)``).
+
+        Examples
+        --------
+        >>> import torch
+        >>> conv = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False)
+        >>> W = ConvOperator.from_torch(conv, (16, 16))
+        >>> x = torch.randn(2, 3, 16, 16)
+        >>> bool(torch.allclose(W @ x, conv(x), atol=1e-5))
+        True
+        """
+        name = type(module).__name__
+        if name not in ("Conv1d", "Conv2d") or not hasattr(module, "weight"):
+            raise TypeError(
+                f"parameter 'module' must be a torch.nn.Conv1d or torch.nn.Conv2d; got {name}"
+            )
+        if any(int(v) != 1 for v in module.dilation):
+            raise ValueError(
+                f"parameter 'module' has dilation={tuple(module.dilation)}; ConvOperator "
+                "supports dilation 1 only"
+            )
+        if module.padding_mode != "zeros":
+            raise ValueError(
+                f"parameter 'module' has padding_mode={module.padding_mode!r}; from_torch "
+                "supports 'zeros' only (torch centres a circular kernel, ConvOperator's "
+                "'circular' anchors it at index 0)"
+            )
+        pad = module.padding
+        padding: Any = pad if isinstance(pad, str) else tuple(int(p) for p in pad)
+        w = np.array(module.weight.detach().cpu().numpy(), copy=True)
+        op = cls(w, input_shape, stride=tuple(int(s) for s in module.stride),
+                 padding=padding, groups=int(module.groups), engine=engine, dtype=dtype)
+        return op
 
     # ------------------------------------------------------------------ caches
     def _key(self, xp: Any, dtype: Any, what: str) -> tuple[Any, ...]:
@@ -770,7 +824,7 @@ class ConvOperator(LinearOperator):
         Examples
         --------
         >>> from modelcs import ConvOperator
-        >>> W = ConvOperator.random(4, 2, 3, 10, seed=0)
+        >>> W = ConvOperator.random(4, 2, 3, 10, rng=0)
         >>> S = W.to_sparse()
         >>> S.shape, S.nnz
         ((32, 20), 192)

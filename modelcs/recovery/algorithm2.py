@@ -22,24 +22,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .._validation import check_nonnegative_int
+import numpy as np
+
+from .._backend import from_torch, is_torch_tensor, result_dtype
+from .._validation import as_batch, check_finite, check_nonnegative_int
 from ..models import ModelSparse
 from ..operators.conv import ConvOperator
+from ..operators.matrix import as_operator
+from ._common import RecoveryResult
 from .lasso import LassoResult, lasso
 
 __all__ = ["l1_support_recovery", "SupportRecoveryResult"]
 
 
-@dataclass
-class SupportRecoveryResult:
+@dataclass(eq=False, repr=False)
+class SupportRecoveryResult(RecoveryResult):
     """Output of :func:`l1_support_recovery`.
 
     The fields are the constructor's parameters; :func:`l1_support_recovery` builds it.
 
     Parameters
     ----------
-    z : array, shape ``W.out_shape`` or ``(B, *W.out_shape)``
-        Step 3's code: obeys the pooling model, optimal for the Lasso on its support.
+    z, n_iter, converged, diverged, residual_norm, residual_norms
+        As for :class:`~modelcs.RecoveryResult`: ``z`` is step 3's code (it obeys the
+        pooling model and is optimal for the Lasso on its support), ``n_iter`` counts the
+        iterations of both Lasso solves, ``converged`` requires both.
     support : bool array, same shape as ``z``
         The support ``S`` fixed in step 2.
     z_init : array, same shape as ``z``
@@ -53,8 +60,8 @@ class SupportRecoveryResult:
     --------
     >>> import numpy as np
     >>> from modelcs import ConvOperator, ModelSparse, l1_support_recovery
-    >>> W = ConvOperator.random(8, 4, (3, 3), (10, 10), seed=0)
-    >>> z_true = ModelSparse(6, pool=(2, 2)).sample(W.out_shape, 1, seed=1)[0]
+    >>> W = ConvOperator.random(8, 4, (3, 3), (10, 10), rng=0)
+    >>> z_true = ModelSparse(6, pool=(2, 2)).sample(W.out_shape, 1, rng=1)[0]
     >>> res = l1_support_recovery(W, W.T @ z_true, 1e-3, pool=2)
     >>> res.z.shape == res.support.shape == res.z_init.shape == W.out_shape
     True
@@ -62,7 +69,6 @@ class SupportRecoveryResult:
     (True, True)
     """
 
-    z: Any
     support: Any
     z_init: Any
     init: LassoResult
@@ -70,7 +76,7 @@ class SupportRecoveryResult:
 
 
 def l1_support_recovery(
-    W: ConvOperator,
+    W: Any,
     x: Any,
     lam: Any,
     *,
@@ -84,8 +90,11 @@ def l1_support_recovery(
 
     Parameters
     ----------
-    W : ConvOperator
-        The layer's filters; codes live in ``W.out_shape`` and ``x ~ W.T @ z``.
+    W : ConvOperator (or an operator whose ``out_shape`` has spatial axes)
+        The layer; codes live in ``W.out_shape`` and ``x ~ W.T @ z``.  Anything
+        :func:`~modelcs.as_operator` accepts, provided its codes ``(K, *n)`` have the
+        spatial axes that pooling regions tile (a plain matrix has flat codes: wrap it as
+        ``MatrixOperator(A, out_shape=(K, n))``).
     x : array, shape ``W.in_shape`` or ``(B, *W.in_shape)``
         Signal(s) to explain (finite).  A batch is solved in one vectorised call.
     lam : float or array (B,)
@@ -108,9 +117,9 @@ def l1_support_recovery(
     --------
     >>> import numpy as np
     >>> from modelcs import ConvOperator, ModelSparse, l1_support_recovery
-    >>> W = ConvOperator.random(8, 4, (3, 3), (10, 10), seed=0)
+    >>> W = ConvOperator.random(8, 4, (3, 3), (10, 10), rng=0)
     >>> model = ModelSparse(6, pool=(2, 2))
-    >>> z_true = model.sample(W.out_shape, 1, seed=1)[0]
+    >>> z_true = model.sample(W.out_shape, 1, rng=1)[0]
     >>> res = l1_support_recovery(W, W.T @ z_true, 1e-3, pool=2)
     >>> regions = ModelSparse(0, pool=(2, 2)).n_units(W.out_shape)  # 8 filters x 4 x 4
     >>> bool(np.array_equal(ModelSparse(regions, pool=(2, 2)).project(res.z), res.z))
@@ -118,11 +127,26 @@ def l1_support_recovery(
     >>> res.final.converged
     True
     """
-    if not isinstance(W, ConvOperator):
+    W = as_operator(W, "W")
+    if isinstance(W.T, ConvOperator):
         raise TypeError(
-            f"parameter 'W' must be a ConvOperator (the layer's filters); got {type(W).__name__}"
+            "parameter 'W' must be a ConvOperator (the layer's filters, signals -> codes); got "
+            "the adjoint W.T of one: pass W"
         )
-    d = W.ndim_spatial
+    if len(W.out_shape) < 2:
+        raise TypeError(
+            "parameter 'W' must be a ConvOperator or an operator whose codes (K, *n) have "
+            f"spatial axes for the pooling regions; got flat codes (out_shape {W.out_shape}): "
+            "wrap a matrix as MatrixOperator(A, out_shape=(K, n))"
+        )
+    if is_torch_tensor(x):
+        x = from_torch(x, "x")
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        x = np.asarray(x)
+    result_dtype(W.dtype, x.dtype, "x")
+    xb, _ = as_batch("x", x, W.in_shape)
+    check_finite("x", xb)
+    d = len(W.out_shape) - 1
     pool_t = (pool,) * d if isinstance(pool, int) and not isinstance(pool, bool) else pool
     base = ModelSparse(0, pool=pool_t, switches="known", by=by, ndim=d)
     n_regions = base.n_units(W.out_shape)  # also validates pool against the response maps
@@ -139,5 +163,22 @@ def l1_support_recovery(
     support = model.support(init.z, batched=batched)
     final = lasso(Phi, x, lam, support=support, z0=init.z * support, tol=tol, max_iter=max_iter)
     return SupportRecoveryResult(
-        z=final.z, support=support, z_init=init.z, init=init, final=final
+        z=final.z,
+        n_iter=_add(init.n_iter, final.n_iter),
+        converged=_and(init.converged, final.converged),
+        diverged=final.diverged,
+        residual_norm=final.residual_norm,
+        residual_norms=final.residual_norms,
+        support=support,
+        z_init=init.z,
+        init=init,
+        final=final,
     )
+
+
+def _add(a: Any, b: Any) -> Any:
+    return a + b if isinstance(a, np.ndarray) else int(a + b)
+
+
+def _and(a: Any, b: Any) -> Any:
+    return a & b if isinstance(a, np.ndarray) else bool(a and b)

@@ -40,21 +40,21 @@ iterate with the smallest residual seen (always finite), and one
 
 from __future__ import annotations
 
-import math
-import numbers
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .._backend import get_array_module, result_dtype, to_numpy
-from .._validation import check_finite, check_nonnegative_int
+from .._backend import to_numpy
+from .._validation import check_max_iter, check_tol
 from ..models import SparsityModel
 from ..operators.base import LinearOperator
+from ._common import Active, RecoveryResult, batch_norms, check_step, prepare
 
-__all__ = ["iht", "cnn_layer", "IHTResult", "IHTDivergenceWarning"]
+__all__ = ["iht", "IHTDivergenceWarning"]
+
+_norms = batch_norms
 
 DIVERGENCE_FACTOR = 1e4
 """A residual this many times the initial one marks a signal as diverged."""
@@ -83,8 +83,8 @@ class IHTDivergenceWarning(UserWarning):
     >>> import warnings
     >>> import numpy as np
     >>> from modelcs import ConvOperator, IHTDivergenceWarning, TopKSparse, iht
-    >>> W = ConvOperator.random(8, 4, 3, 16, seed=0)
-    >>> y = W.T @ TopKSparse(3).sample(W.out_shape, 1, seed=1)[0]
+    >>> W = ConvOperator.random(8, 4, 3, 16, rng=0)
+    >>> y = W.T @ TopKSparse(3).sample(W.out_shape, 1, rng=1)[0]
     >>> with warnings.catch_warnings(record=True) as caught:
     ...     warnings.simplefilter("always")
     ...     res = iht(W.T, y, TopKSparse(3), step=50.0, max_iter=50)
@@ -93,155 +93,8 @@ class IHTDivergenceWarning(UserWarning):
     """
 
 
-@dataclass
-class IHTResult:
-    """Result of :func:`iht` (and :func:`modelcs.cosamp`).
-
-    The fields are the constructor's parameters; solvers build it, users read it.
-
-    Parameters
-    ----------
-    z : array, shape ``(B, *Phi.in_shape)`` (or ``Phi.in_shape`` for a single signal)
-        Recovered codes (NumPy or CuPy like ``y``); always finite.
-    n_iter : numpy int array ``(B,)`` (or int)
-        Iterations (projections) applied to each signal.
-    converged : numpy bool array ``(B,)`` (or bool)
-        Whether the stopping rule was met before ``max_iter``.
-    diverged : numpy bool array ``(B,)`` (or bool)
-        Whether divergence was detected (then ``converged`` is False).
-    residual_norms : numpy array ``(T + 1, B)`` (or ``(T + 1,)``)
-        ``||y - Phi z^t||`` for ``t = 0..T``; NaN after a signal stopped.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from modelcs import ConvOperator, ModelSparse, iht
-    >>> W = ConvOperator.random(16, 8, 5, 32, seed=0)
-    >>> Z = ModelSparse(3).sample(W.out_shape, 4, seed=1)
-    >>> res = iht(W.T, W.T @ Z, ModelSparse(3), step="normalized", max_iter=100)
-    >>> res.z.shape, res.n_iter.shape, res.residual_norms.shape[1]
-    ((4, 16, 28), (4,), 4)
-    >>> bool(res.converged.all()), bool(res.diverged.any())
-    (True, False)
-    """
-
-    z: Any
-    n_iter: Any
-    converged: Any
-    diverged: Any
-    residual_norms: np.ndarray
-
-
-def _norms(a: Any) -> Any:
-    """Per-row l2 norms of a batched array, as float64 on the array's device."""
-    xp = get_array_module(a)
-    flat = a.reshape(a.shape[0], -1)
-    return xp.sqrt(xp.einsum("ij,ij->i", flat, flat).astype(np.float64))
-
-
-def _prepare(
-    Phi: Any, y: Any, model: Any, z0: Any, name: str = "iht"
-) -> tuple[Any, Any, bool, Any]:
-    """Validate arguments; return (yb, z0b or None, batched, xp)."""
-    if not isinstance(Phi, LinearOperator):
-        raise TypeError(
-            f"{name}: parameter 'Phi' must be a modelcs LinearOperator (e.g. W.T); "
-            f"got {type(Phi).__name__}"
-        )
-    if not isinstance(model, SparsityModel):
-        raise TypeError(
-            f"{name}: parameter 'model' must be a ModelSparse, TopKSparse or BlockSparse; "
-            f"got {model!r}"
-        )
-    if not hasattr(y, "shape") or not hasattr(y, "dtype"):
-        y = np.asarray(y)
-    xp = get_array_module(y)
-    dt = result_dtype(Phi.dtype, y.dtype, "y")
-    if tuple(y.shape) == Phi.out_shape:
-        batched, yb = False, y[None]
-    elif y.ndim == len(Phi.out_shape) + 1 and tuple(y.shape[1:]) == Phi.out_shape:
-        batched, yb = True, y
-    else:
-        raise ValueError(
-            f"{name}: parameter 'y' has shape {tuple(y.shape)}; expected Phi.out_shape "
-            f"{Phi.out_shape} or a batch (B, {', '.join(map(str, Phi.out_shape))})"
-        )
-    if yb.shape[0] == 0:
-        raise ValueError(f"{name}: parameter 'y' is an empty batch (B = 0)")
-    check_finite("y", yb)
-    yb = yb.astype(dt, copy=False)
-    code = Phi.in_shape
-    if model.ndim is not None and model.ndim != len(code) - 1:
-        raise ValueError(
-            f"{name}: parameter 'model' has ndim={model.ndim} but Phi.in_shape {code} has "
-            f"{len(code) - 1} spatial axes"
-        )
-    model.project(xp.zeros((1, *code), dtype=dt), batched=True)  # validates k / pool vs shape
-    z0b = None
-    if z0 is not None:
-        if not hasattr(z0, "shape"):
-            z0 = xp.asarray(z0)
-        if tuple(z0.shape) == code:
-            z0b = xp.broadcast_to(z0.astype(dt), (yb.shape[0], *code))
-        elif tuple(z0.shape) == (yb.shape[0], *code):
-            z0b = z0.astype(dt)
-        else:
-            raise ValueError(
-                f"{name}: parameter 'z0' has shape {tuple(z0.shape)}; expected Phi.in_shape "
-                f"{code} or ({yb.shape[0]}, {', '.join(map(str, code))})"
-            )
-        check_finite("z0", z0b)
-        z0b = xp.array(z0b, copy=True)
-    return yb, z0b, batched, xp
-
-
-def _check_common(step: Any, max_iter: Any, tol: Any) -> tuple[float | None, int, float]:
-    if isinstance(step, str):
-        if step != "normalized":
-            raise ValueError(
-                f"parameter 'step' must be a positive number or 'normalized'; got {step!r}"
-            )
-        mu = None
-    elif isinstance(step, numbers.Real) and not isinstance(step, bool):
-        if not (math.isfinite(step) and float(step) > 0):
-            raise ValueError(
-                f"parameter 'step' must be a positive finite number or 'normalized'; got {step!r}"
-            )
-        mu = float(step)
-    else:
-        raise TypeError(f"parameter 'step' must be a positive number or 'normalized'; got {step!r}")
-    n_it = check_nonnegative_int("max_iter", max_iter)
-    if not (isinstance(tol, numbers.Real) and not isinstance(tol, bool)) or not (
-        math.isfinite(tol) and float(tol) >= 0
-    ):
-        raise ValueError(f"parameter 'tol' must be a finite number >= 0; got {tol!r}")
-    return mu, n_it, float(tol)
-
-
-class _Active:
-    """Per-signal state of the active batch, compacted when signals stop."""
-
-    def __init__(self, **arrays: Any):
-        self.__dict__.update(arrays)
-        self._names = list(arrays)
-
-    def __getattr__(self, name: str) -> Any:  # typed access to the dynamic fields
-        raise AttributeError(name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        object.__setattr__(self, name, value)
-
-    def keep(self, mask_np: np.ndarray, xp: Any) -> None:
-        mask = xp.asarray(mask_np)
-        for n in self._names:
-            a = getattr(self, n)
-            if a is None:
-                continue
-            setattr(self, n, a[mask_np] if isinstance(a, np.ndarray) else a[mask])
-
-
 def iht(
-    Phi: LinearOperator,
+    Phi: Any,
     y: Any,
     model: SparsityModel,
     *,
@@ -250,18 +103,19 @@ def iht(
     tol: float = 1e-6,
     z0: Any = None,
     callback: Callable[[dict[str, Any]], Any] | None = None,
-) -> IHTResult:
+) -> RecoveryResult:
     """Model-based IHT (invertibility Algorithm 1), batched with per-signal stopping.
 
     Iterates ``z <- M(z + mu Phi^T (y - Phi z), k)`` where ``M`` is ``model``'s projection.
 
     Parameters
     ----------
-    Phi : LinearOperator
+    Phi : LinearOperator or anything :func:`~modelcs.as_operator` accepts
         Measurement operator with ``Phi.in_shape`` the code shape (``W.T`` for a
-        :class:`~modelcs.ConvOperator` ``W``).
-    y : array, shape ``Phi.out_shape`` or ``(B, *Phi.out_shape)``
-        Measurements (finite; NumPy or CuPy).
+        :class:`~modelcs.ConvOperator` ``W``; an ``m x n`` matrix ``A`` for the textbook
+        problem ``y = A x``).
+    y : array, shape ``Phi.out_shape`` (or flat) or ``(B, *Phi.out_shape)``
+        Measurements (finite; NumPy, CuPy or torch -- the code comes back in the same kind).
     model : ModelSparse, TopKSparse or BlockSparse
     step : float or "normalized"
         Fixed step ``mu`` (the paper's unit step by default; converges when
@@ -283,23 +137,27 @@ def iht(
 
     Returns
     -------
-    IHTResult
+    RecoveryResult
+        ``z``, ``n_iter``, ``converged``, ``diverged``, ``residual_norm`` (final) and the
+        history ``residual_norms`` ``(T + 1, B)`` (``(T + 1,)`` for one signal).
 
     Examples
     --------
     >>> from modelcs import ConvOperator, ModelSparse
-    >>> W = ConvOperator.random(16, 8, 5, 32, seed=0)
+    >>> W = ConvOperator.random(16, 8, 5, 32, rng=0)
     >>> model = ModelSparse(3)
-    >>> Z = model.sample(W.out_shape, 5, seed=1)
+    >>> Z = model.sample(W.out_shape, 5, rng=1)
     >>> res = iht(W.T, W.T @ Z, model, step="normalized", max_iter=100)
     >>> bool(res.converged.all()), float(abs(res.z - Z).max()) < 1e-5
     (True, True)
     """
-    mu, n_max, tol = _check_common(step, max_iter, tol)
-    yb, z0b, batched, xp = _prepare(Phi, y, model, z0)
+    mu = check_step(step)
+    n_max, tol = check_max_iter(max_iter), check_tol(tol)
+    prep = prepare(Phi, y, z0, model=model)
+    Phi, yb, z0b, xp = prep.Phi, prep.yb, prep.z0b, prep.xp
     B = yb.shape[0]
     dt = yb.dtype
-    project = model._project_batch  # validated once in _prepare
+    project = model.project_batch  # code shape validated once in prepare
 
     z_out = xp.zeros((B, *Phi.in_shape), dtype=dt) if z0b is None else z0b.copy()
     n_iter = np.zeros(B, dtype=np.int64)
@@ -311,7 +169,8 @@ def iht(
     res = to_numpy(_norms(r))
     ynorm = to_numpy(_norms(yb))
     hist = [res.copy()]
-    st = _Active(
+    final = res.copy()  # residual of the returned code, per signal
+    st = Active(
         idx=np.arange(B),
         z=z,
         y=yb,
@@ -388,6 +247,10 @@ def iht(
         if done.any() or stop_all or it == n_max:
             fin = np.ones_like(done) if (stop_all or it == n_max) else done
             _write_out(z_out, st, fin, div, xp)
+            cur = fin & ~(div & ~st.best_is_cur)
+            final[st.idx[cur]] = res[cur]
+            old = fin & div & ~st.best_is_cur
+            final[st.idx[old]] = st.best_res[old]
             converged[st.idx[conv]] = True
             diverged[st.idx[div]] = True
             st.keep(~fin, xp)
@@ -404,14 +267,17 @@ def iht(
             stacklevel=2,
         )
     residual_norms = np.array(hist)
-    if not batched:
-        return IHTResult(
-            z_out[0], int(n_iter[0]), bool(converged[0]), bool(diverged[0]), residual_norms[:, 0]
-        )
-    return IHTResult(z_out, n_iter, converged, diverged, residual_norms)
+    return RecoveryResult(
+        z=prep.code(z_out),
+        n_iter=prep.scalar(n_iter),
+        converged=prep.scalar(converged),
+        diverged=prep.scalar(diverged),
+        residual_norm=prep.scalar(final),
+        residual_norms=prep.history(residual_norms),
+    )
 
 
-def _write_out(z_out: Any, st: _Active, fin: np.ndarray, div: np.ndarray, xp: Any) -> None:
+def _write_out(z_out: Any, st: Active, fin: np.ndarray, div: np.ndarray, xp: Any) -> None:
     """Store finished signals: the current iterate, or the best one if diverged."""
     if not fin.any():
         return
@@ -424,14 +290,15 @@ def _write_out(z_out: Any, st: _Active, fin: np.ndarray, div: np.ndarray, xp: An
 
 
 def _niht_step(
-    Phi: LinearOperator, project: Any, st: _Active, g: Any, first: bool, xp: Any
+    Phi: LinearOperator, project: Any, st: Active, g: Any, first: bool, xp: Any
 ) -> tuple[Any, Any]:
     """One normalized-IHT step (Blumensath & Davies 2010) on the active batch."""
     if first:  # z = 0: the support is that of M(Phi^T y)
         st.support = project(g) != 0
     elif st.support is None or st.support.shape[0] != st.z.shape[0]:
         st.support = st.z != 0
-    shape = (-1,) + (1,) * (g.ndim - 1)
+    shape = (-1,) + (1,) * (g.ndim - 1)  # per-signal scalar against codes
+    rshape = (-1,) + (1,) * (st.r.ndim - 1)  # ... and against measurements
     gs = xp.where(st.support, g, 0)
     Pg = Phi @ gs
     num, den = _norms(gs) ** 2, _norms(Pg) ** 2
@@ -441,7 +308,7 @@ def _niht_step(
     new_supp = z_new != 0
     same = (new_supp == st.support).reshape(new_supp.shape[0], -1).all(axis=1)
     # unchanged support: z_new = z + mu g_G exactly, so Phi z_new = Phi z + mu Phi g_G
-    r_new = st.r - mu.reshape(shape).astype(g.dtype) * Pg
+    r_new = st.r - mu.reshape(rshape).astype(g.dtype) * Pg
     todo = xp.flatnonzero(~same)
     for _ in range(_NIHT_MAX_BACKTRACK):
         if todo.size == 0:
@@ -460,40 +327,3 @@ def _niht_step(
         r_new[todo] = st.y[todo] - Phi @ z_new[todo]
     st.support = z_new != 0
     return z_new, r_new
-
-
-def cnn_layer(W: LinearOperator, x: Any, model: SparsityModel) -> Any:
-    """A CNN layer ``M(W x, k)``: convolution, max pooling and unpooling.
-
-    This is exactly the first iteration of :func:`iht` with ``Phi = W.T``, unit step and
-    ``z0 = 0`` (``M(0 + 1 * W (x - 0))``), and ``W.T @ cnn_layer(W, x, model)`` is the
-    one-step reconstruction ``x_hat = W^T M(W x, k)`` of Theorem 3.3.
-
-    Parameters
-    ----------
-    W : LinearOperator
-        The layer's linear part (e.g. a :class:`~modelcs.ConvOperator`).
-    x : array, shape ``W.in_shape`` or ``(B, *W.in_shape)``
-    model : ModelSparse (or another sparsity model)
-        E.g. ``ModelSparse(k, pool=2, by="value")`` for ReLU-network max pooling.
-
-    Returns
-    -------
-    array of shape ``W.out_shape`` or ``(B, *W.out_shape)``.
-
-    Examples
-    --------
-    >>> from modelcs import ConvOperator, ModelSparse
-    >>> W = ConvOperator.random(6, 2, 3, 10, seed=0)
-    >>> h = cnn_layer(W, np.ones((2, 10)), ModelSparse(2))
-    >>> h.shape, int((h != 0).sum())
-    ((6, 8), 2)
-    """
-    if not isinstance(W, LinearOperator):
-        raise TypeError(f"parameter 'W' must be a modelcs LinearOperator; got {type(W).__name__}")
-    if not isinstance(model, SparsityModel):
-        raise TypeError(
-            f"parameter 'model' must be a ModelSparse, TopKSparse or BlockSparse; got {model!r}"
-        )
-    h = W @ x
-    return model.project(h, batched=h.ndim == len(W.out_shape) + 1)

@@ -5,11 +5,17 @@ Solves, for every signal ``y_b`` of a batch and independently,
 .. math::  \\min_z \\; \\tfrac12 \\|y_b - \\Phi z\\|_2^2 + \\lambda_b \\|z\\|_1
            \\quad (\\text{optionally } z_i = 0 \\text{ off a support } S_b),
 
-the problem of steps 1 and 3 of Algorithm 2 of Gilbert, Zhang, Lee, Zhang and Lee,
-*Towards Understanding the Invertibility of Convolutional Neural Networks* (Sec. 4.4), where
-``Phi = W^T`` is the synthesis operator of a convolution ``W``.  Note the
-factor ``1/2``: the paper writes ``||x - W^T z||^2 + lambda ||z||_1``, i.e. its ``lambda``
-is twice the ``lam`` used here.
+the problem of steps 1 and 3 of Algorithm 2 of the invertibility paper (Gilbert, Zhang,
+Lee, Zhang & Lee, "Towards understanding the invertibility of convolutional neural
+networks", Sec. 4.4), where ``Phi = W^T`` is the synthesis operator of a convolution ``W``
+(or any matrix / operator, see :func:`~modelcs.as_operator`).  Note the factor ``1/2``:
+the paper writes ``||x - W^T z||^2 + lambda ||z||_1``, i.e. its ``lambda`` is twice the
+``lam`` used here.
+
+**Mapping to scikit-learn.**  ``sklearn.linear_model.Lasso(alpha=a, fit_intercept=False)``
+minimises ``1/(2 m) ||y - X w||^2 + a ||w||_1`` with ``m`` the number of rows of ``X``
+(measurements).  Multiplying by ``m``: ``lasso(X, y, lam=a * m)`` solves the same problem,
+i.e. ``alpha = lam / m`` (checked by ``tests/test_lasso.py``).
 
 Method
 ------
@@ -26,60 +32,97 @@ is a sum of non-negative terms (no cancellation between primal and dual values).
 iteration stops per signal once ``gap <= tol * objective``; converged signals leave the
 batch, so the others run on a smaller batch.
 
-The step is ``1/L`` with ``L`` an estimate of ``||Phi||^2`` (Lanczos on ``Phi^T Phi``, a
-Krylov-accelerated power iteration, times a small safety factor), cached per operator
-(``W`` and every ``W.T`` view share it).  Should the estimate ever be too small for a
+The step is ``1/L`` with ``L`` an estimate of ``||Phi||^2`` (:meth:`LinearOperator.norm`:
+Lanczos on ``Phi^T Phi``, cached on the operator, shared by ``W`` and its ``W.T`` views;
+times a small safety factor).  Should the estimate ever be too small for a
 step, the sufficient-decrease test of that step fails, ``L`` doubles for that signal and
 its momentum restarts, so the method stays convergent.
 """
 
 from __future__ import annotations
 
-import math
-import weakref
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .._backend import get_array_module, result_dtype, to_numpy
-from .._validation import check_finite, check_positive_int
-from ..operators.base import LinearOperator, _Adjoint, _Scaled
+from .._krylov import cgls
+from .._validation import as_batch, check_finite, check_positive_int, check_tol
+from ..operators.base import LinearOperator
+from ..operators.matrix import as_operator
+from ._common import RecoveryResult, batch_norms, prepare
 
-__all__ = ["lasso", "LassoResult", "lasso_lambda_max", "operator_norm_sq"]
+__all__ = [
+    "lasso",
+    "debias",
+    "LassoResult",
+    "LassoScaleWarning",
+    "lasso_lambda_max",
+    "operator_norm_sq",
+]
 
-_NORM_CACHE: weakref.WeakKeyDictionary[LinearOperator, float] = weakref.WeakKeyDictionary()
 _SAFETY = 1.01
+# data scaled by more than this (or less than its inverse) is normalised before solving
+_SCALE_LIMIT = 1e100
 
 
-@dataclass
-class LassoResult:
-    """Solution of :func:`lasso` (per-signal arrays; scalars for a single signal).
+class LassoScaleWarning(UserWarning):
+    """The objective or duality gap of an extremely scaled problem overflows float64.
 
-    The fields are the constructor's parameters; :func:`lasso` builds it, users read it.
+    :func:`lasso` solves such problems on normalised data (the returned ``z`` is accurate)
+    but cannot represent their objective and gap; ``rel_gap`` stays meaningful.
 
     Parameters
     ----------
-    z : array, shape ``Phi.in_shape`` or ``(B, *Phi.in_shape)``
-        The minimiser (exactly zero off ``support`` and where soft-thresholded).
+    *args : object
+        The warning message, as for any :class:`Warning`.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import numpy as np
+    >>> from modelcs import LassoScaleWarning, lasso
+    >>> A = np.eye(3)
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     res = lasso(A, np.array([1e300, 0.0, -1e300]), 1e299)
+    >>> any(issubclass(w.category, LassoScaleWarning) for w in caught), res.z.tolist()
+    (True, [9e+299, 0.0, -9e+299])
+    """
+
+
+@dataclass(eq=False, repr=False)
+class LassoResult(RecoveryResult):
+    """Solution of :func:`lasso` (per-signal arrays; scalars for a single signal).
+
+    The fields are the constructor's parameters; :func:`lasso` builds it, users read it.
+    Those of :class:`~modelcs.RecoveryResult` come first.
+
+    Parameters
+    ----------
+    z, n_iter, converged, diverged, residual_norm, residual_norms
+        As for :class:`~modelcs.RecoveryResult` (``n_iter``: FISTA iterations, each one
+        ``Phi`` and one ``Phi^T`` application; ``converged``: whether
+        ``gap <= tol * objective`` or the gap reached the rounding floor).
     objective : float or ndarray (B,)
         ``0.5 ||y - Phi z||^2 + lam ||z||_1`` at ``z``.
     gap : float or ndarray (B,)
         Duality gap at ``z`` (an upper bound on ``objective - optimum``).
-    n_iter : int or ndarray (B,)
-        FISTA iterations (each one ``Phi`` and one ``Phi^T`` application).
-    converged : bool or ndarray (B,)
-        Whether ``gap <= tol * objective`` (or the gap reached the rounding floor).
     lam : float or ndarray (B,)
         The regularisation weights used.
     lipschitz : float
         The step constant ``L`` (estimate of ``||Phi||^2`` times a safety factor).
+    z_lasso : array like ``z``
+        The Lasso minimiser itself; equal to ``z`` unless ``debias=True`` (then ``z`` is the
+        least-squares fit on the Lasso's support, :func:`debias`).
 
     Examples
     --------
     >>> import numpy as np
     >>> from modelcs import ConvOperator, lasso
-    >>> W = ConvOperator.random(12, 4, 5, 24, seed=0)
+    >>> W = ConvOperator.random(12, 4, 5, 24, rng=0)
     >>> x = np.random.default_rng(0).standard_normal((3, 4, 24))
     >>> res = lasso(W.T, x, 0.1, tol=1e-8)
     >>> res.z.shape, res.objective.shape, bool(res.converged.all())
@@ -88,110 +131,43 @@ class LassoResult:
     True
     """
 
-    z: Any
     objective: Any
     gap: Any
-    n_iter: Any
-    converged: Any
     lam: Any
     lipschitz: float
+    z_lasso: Any
 
     @property
     def rel_gap(self) -> Any:
-        """``gap / objective`` (0 where the objective is 0)."""
-        obj = np.asarray(self.objective, dtype=np.float64)
-        gap = np.asarray(self.gap, dtype=np.float64)
-        out = np.divide(gap, obj, out=np.zeros_like(gap), where=obj > 0)
-        return out if out.ndim else float(out)
+        """``gap / objective`` (0 where the objective is 0), computed before any rescaling."""
+        out = self.__dict__.get("_rel_gap")
+        if out is None:
+            obj = np.asarray(self.objective, dtype=np.float64)
+            gap = np.asarray(self.gap, dtype=np.float64)
+            out = np.divide(gap, obj, out=np.zeros_like(gap), where=obj > 0)
+        if np.ndim(self.objective) == 0:
+            return float(np.asarray(out).reshape(-1)[0])
+        return out
 
 
 # ----------------------------------------------------------------------- norms
-def _base_operator(op: LinearOperator) -> tuple[LinearOperator, float]:
-    """Strip adjoint views and scalings: ``||op|| = c * ||base||``."""
-    c = 1.0
-    while True:
-        if isinstance(op, _Adjoint):
-            op = op.op
-        elif isinstance(op, _Scaled):
-            c *= abs(op.c)
-            op = op.op
-        else:
-            return op, c
+def operator_norm_sq(op: Any, *, xp: Any = np) -> float:
+    """Estimate of ``||op||_2^2``: ``op.norm() ** 2`` (cached on the operator).
 
-
-def _lanczos_norm_sq(op: LinearOperator, xp: Any, *, max_iter: int = 60, seed: int = 0) -> float:
-    """Largest eigenvalue of ``op^T op`` by Lanczos with full reorthogonalisation.
-
-    Returns an estimate that is, with the safety margin added by the caller, an upper
-    bound in practice: ``theta + residual`` when the top Ritz pair converged, else
-    ``1.05 * theta``.
-    """
-    use_in = math.prod(op.in_shape) <= math.prod(op.out_shape)
-    shape = op.in_shape if use_in else op.out_shape
-    dim = math.prod(shape)
-
-    def apply(v: Any) -> Any:
-        if use_in:
-            return op._adjoint(op._forward(v))
-        return op._forward(op._adjoint(v))
-
-    dt = op.dtype
-    rng = np.random.default_rng(seed)
-    q = xp.asarray(rng.standard_normal((1, *shape)).astype(dt))
-    q /= xp.sqrt(xp.sum(q * q))
-    Q = [q]
-    alphas: list[float] = []
-    betas: list[float] = []
-    theta, resid = 0.0, math.inf
-    m = min(max_iter, dim)
-    for j in range(m):
-        w = apply(Q[j])
-        a = float(xp.sum(w * Q[j]))
-        alphas.append(a)
-        for qi in Q:  # full reorthogonalisation (twice is enough)
-            w = w - float(xp.sum(w * qi)) * qi
-        for qi in Q:
-            w = w - float(xp.sum(w * qi)) * qi
-        b = float(xp.sqrt(xp.sum(w * w)))
-        T = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
-        evals, evecs = np.linalg.eigh(T)
-        theta = float(evals[-1])
-        resid = abs(b * float(evecs[-1, -1]))
-        if theta <= 0.0:
-            if b == 0.0:
-                return 0.0  # op is zero on the Krylov space of a random vector: op == 0
-        elif resid <= 1e-4 * theta or b <= 1e-12 * theta or j == m - 1:
-            break
-        betas.append(b)
-        Q.append(w / b)
-    if resid <= 0.05 * theta:
-        return theta + resid
-    return 1.05 * theta
-
-
-def operator_norm_sq(op: LinearOperator, *, xp: Any = np) -> float:
-    """Estimate of ``||op||_2^2`` (largest eigenvalue of ``op^T op``), cached per operator.
-
-    Computed by Lanczos on ``op^T op`` (or ``op op^T``, whichever is smaller); adjoint views
-    and scalar multiples share the cache of their base operator.  Filters changed in place
-    after the first call are not noticed.
+    Computed by Lanczos on ``op^T op`` (:meth:`~modelcs.LinearOperator.norm`); adjoint views
+    and scalar multiples share the value of the operator they wrap.
 
     Examples
     --------
     >>> import numpy as np
     >>> from modelcs import ConvOperator
     >>> from modelcs.recovery.lasso import operator_norm_sq
-    >>> W = ConvOperator.random(6, 2, 3, 16, seed=0)
+    >>> W = ConvOperator.random(6, 2, 3, 16, rng=0)
     >>> exact = np.linalg.norm(W.to_dense(), 2) ** 2
     >>> bool(abs(operator_norm_sq(W.T) - exact) <= 1e-3 * exact)
     True
     """
-    base, c = _base_operator(op)
-    val = _NORM_CACHE.get(base)
-    if val is None:
-        val = _lanczos_norm_sq(base, xp)
-        _NORM_CACHE[base] = val
-    return c * c * val
+    return as_operator(op, "op").norm() ** 2
 
 
 # -------------------------------------------------------------------- helpers
@@ -220,7 +196,7 @@ def _as_batch(name: str, a: Any, shape: tuple[int, ...], B: int | None) -> tuple
     raise ValueError(f"parameter '{name}' has shape {tuple(a.shape)}; expected {exp}")
 
 
-def lasso_lambda_max(Phi: LinearOperator, y: Any, *, support: Any = None) -> Any:
+def lasso_lambda_max(Phi: Any, y: Any, *, support: Any = None) -> Any:
     """``lam_max = max |Phi^T y|`` (over ``support``): the smallest ``lam`` with solution 0.
 
     Examples
@@ -228,19 +204,18 @@ def lasso_lambda_max(Phi: LinearOperator, y: Any, *, support: Any = None) -> Any
     >>> import numpy as np
     >>> from modelcs import ConvOperator
     >>> from modelcs.recovery.lasso import lasso_lambda_max
-    >>> W = ConvOperator.random(4, 2, 3, 10, seed=0)
+    >>> W = ConvOperator.random(4, 2, 3, 10, rng=0)
     >>> y = np.ones((2, 10))
     >>> bool(np.isclose(lasso_lambda_max(W.T, y), np.abs(W @ y).max()))
     True
     """
-    if not isinstance(Phi, LinearOperator):
-        raise TypeError(f"parameter 'Phi' must be a modelcs LinearOperator; got {type(Phi)}")
+    Phi = as_operator(Phi, "Phi")
     xp = get_array_module(y)
     if not hasattr(y, "shape"):
         y = np.asarray(y)
     yb, batched = _as_batch("y", y, Phi.out_shape, None)
     check_finite("y", yb)
-    c = xp.abs(Phi._adjoint(yb.astype(result_dtype(Phi.dtype, yb.dtype, "y"), copy=False)))
+    c = xp.abs(Phi.T @ yb.astype(result_dtype(Phi.dtype, yb.dtype, "y"), copy=False))
     if support is not None:
         mb, _ = _as_batch("support", xp.asarray(support), Phi.in_shape, None)
         c = c * mb
@@ -250,7 +225,7 @@ def lasso_lambda_max(Phi: LinearOperator, y: Any, *, support: Any = None) -> Any
 
 # ---------------------------------------------------------------------- solver
 def lasso(
-    Phi: LinearOperator,
+    Phi: Any,
     y: Any,
     lam: Any,
     *,
@@ -259,19 +234,31 @@ def lasso(
     max_iter: int = 5000,
     tol: float = 1e-6,
     restart: bool = True,
+    debias: bool = False,
 ) -> LassoResult:
     """Minimise ``0.5 ||y - Phi z||^2 + lam ||z||_1`` for a batch of signals (FISTA).
 
     Step 1 (and, with ``support``, step 3) of Algorithm 2 of the invertibility paper
-    (Sec. 4.4), with ``Phi = W^T``; see the module docstring for the method.
+    (Gilbert et al., Sec. 4.4), with ``Phi = W^T``; see the module docstring for the method.
+
+    **Objective and scikit-learn.**  For each signal ``y_b`` (and its own ``lam_b``)::
+
+        minimise over z:   0.5 * ||y_b - Phi z||_2^2 + lam_b * ||z||_1
+
+    ``sklearn.linear_model.Lasso(alpha=a, fit_intercept=False)`` on a matrix ``X`` with
+    ``m`` rows minimises ``1/(2m) ||y - X w||^2 + a ||w||_1``: the same problem for
+    ``lam = a * m`` (so ``alpha = lam / m``).
 
     Parameters
     ----------
-    Phi : LinearOperator
-        The measurement (synthesis) operator, e.g. ``W.T`` of a :class:`ConvOperator`.
-        Codes ``z`` have shape ``Phi.in_shape``.
-    y : array, shape ``Phi.out_shape`` or ``(B, *Phi.out_shape)``
-        Signals (NumPy or CuPy; must be finite).
+    Phi : LinearOperator or anything :func:`~modelcs.as_operator` accepts
+        The measurement (synthesis) operator, e.g. ``W.T`` of a :class:`ConvOperator`, or
+        an ``m x n`` matrix.  Codes ``z`` have shape ``Phi.in_shape``.
+    y : array, shape ``Phi.out_shape`` (or flat) or ``(B, *Phi.out_shape)``
+        Signals (NumPy, CuPy or torch; must be finite).  Data scaled beyond ``1e100`` (or
+        below ``1e-100``) is normalised per signal before solving and the solution rescaled;
+        if the objective then overflows float64 a :class:`LassoScaleWarning` says so (``z``
+        stays accurate, ``rel_gap`` stays meaningful).
     lam : float or array of shape (B,)
         Non-negative weight(s) of the l1 term (the paper's ``lambda / 2``).  A signal with
         ``lam >= max|Phi^T y|`` gets ``z = 0`` exactly, without iterations.
@@ -287,17 +274,21 @@ def lasso(
         (relevant for float32, and for ``lam = 0`` with ``y`` in the range of ``Phi``).
     restart : bool, default True
         Adaptive (gradient) restart of the momentum.
+    debias : bool, default False
+        Replace ``z`` by the least-squares fit on the Lasso's support (:func:`debias`),
+        removing the l1 shrinkage; ``z_lasso`` keeps the Lasso minimiser and
+        ``objective``/``gap`` refer to it.
 
     Returns
     -------
     LassoResult
-        ``z``, ``objective``, ``gap``, ``n_iter``, ``converged`` (per signal).
+        ``z``, ``objective``, ``gap``, ``n_iter``, ``converged`` (per signal), ...
 
     Examples
     --------
     >>> import numpy as np
     >>> from modelcs import ConvOperator, lasso
-    >>> W = ConvOperator.random(24, 8, 5, 32, seed=0)
+    >>> W = ConvOperator.random(24, 8, 5, 32, rng=0)
     >>> rng = np.random.default_rng(0)
     >>> z_true = np.zeros(W.out_shape); z_true[rng.choice(24, 4, replace=False), 3] = 1.0
     >>> x = W.T @ z_true
@@ -306,22 +297,17 @@ def lasso(
     (True, True)
     >>> bool(lasso(W.T, x, 10.0).z.any())      # lam >= lam_max: exactly zero
     False
+    >>> float(abs(lasso(W.T, x, 0.01, debias=True).z - z_true).max()) < 1e-8
+    True
     """
-    if not isinstance(Phi, LinearOperator):
-        raise TypeError(f"parameter 'Phi' must be a modelcs LinearOperator; got {type(Phi)}")
     max_iter = check_positive_int("max_iter", max_iter)
-    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating, np.integer)):
-        raise TypeError(f"parameter 'tol' must be a real number; got {tol!r}")
-    if not (math.isfinite(float(tol)) and tol >= 0):
-        raise ValueError(f"parameter 'tol' must be a finite number >= 0; got {tol!r}")
-
-    if not hasattr(y, "shape") or not hasattr(y, "dtype"):
-        y = np.asarray(y)
-    xp = get_array_module(y)
-    dt = result_dtype(Phi.dtype, y.dtype, "y")
-    yb, batched = _as_batch("y", y, Phi.out_shape, None)
-    check_finite("y", yb)
-    yb = xp.ascontiguousarray(yb.astype(dt, copy=False))
+    tol = check_tol(tol)
+    if not isinstance(debias, (bool, np.bool_)):
+        raise TypeError(f"parameter 'debias' must be a bool; got {debias!r}")
+    prep = prepare(Phi, y, z0)
+    Phi, yb, xp = prep.Phi, prep.yb, prep.xp
+    dt = yb.dtype
+    yb = xp.ascontiguousarray(yb)
     B = yb.shape[0]
 
     # --- lam: scalar or per signal
@@ -356,23 +342,23 @@ def lasso(
         mask = xp.ascontiguousarray(xp.broadcast_to(sb, (B, *Phi.in_shape)))
 
     # --- z0
-    zinit = None
-    if z0 is not None:
-        if not hasattr(z0, "shape"):
-            z0 = np.asarray(z0)
-        z0b, _ = _as_batch("z0", xp.asarray(z0), Phi.in_shape, None)
-        if z0b.shape[0] not in (1, B):
-            raise ValueError(
-                f"parameter 'z0' has shape {tuple(z0.shape)}; expected {Phi.in_shape} or "
-                f"({B}, {', '.join(map(str, Phi.in_shape))})"
-            )
-        check_finite("z0", z0b)
-        zinit = xp.array(xp.broadcast_to(z0b.astype(dt), (B, *Phi.in_shape)))
-        if mask is not None:
-            zinit *= mask
+    zinit = prep.z0b
+    if zinit is not None and mask is not None:
+        zinit *= mask
+
+    # --- extreme scales: normalise each signal, rescale at the end
+    ymax = to_numpy(xp.abs(yb).reshape(B, -1).max(axis=1)).astype(np.float64)
+    extreme = (ymax > _SCALE_LIMIT) | ((ymax > 0) & (ymax < 1.0 / _SCALE_LIMIT))
+    scale = np.where(extreme, ymax, 1.0)
+    if extreme.any():
+        sc = xp.asarray(scale.astype(dt)).reshape((B,) + (1,) * len(Phi.out_shape))
+        yb = yb / sc
+        lam_b = lam_b / scale
+        if zinit is not None:
+            zinit = zinit / xp.asarray(scale.astype(dt)).reshape((B,) + (1,) * len(Phi.in_shape))
 
     # --- correlations and lam_max
-    c0 = Phi._adjoint(yb)  # Phi^T y
+    c0 = Phi.T @ yb  # Phi^T y
     if mask is not None:
         c0 = c0 * mask
     lam_max = to_numpy(xp.abs(c0).reshape(B, -1).max(axis=1)).astype(np.float64)
@@ -383,26 +369,141 @@ def lasso(
     gap_out = np.zeros(B)
     it_out = np.zeros(B, dtype=np.int64)
     conv_out = np.ones(B, dtype=bool)
-    L0 = operator_norm_sq(Phi, xp=xp) * _SAFETY
+    L0 = Phi.norm() ** 2 * _SAFETY
+    r0 = np.sqrt(yy) if zinit is None else to_numpy(batch_norms(yb - Phi @ zinit))
+    hist: list[np.ndarray] = [r0]
 
     act = np.flatnonzero(lam_b < lam_max)
     if act.size and L0 > 0:
         _fista(
             Phi, xp, dt, yb, c0, mask, zinit, lam_b, yy, L0, act, max_iter, float(tol),
-            restart, z_out, obj_out, gap_out, it_out, conv_out,
+            restart, z_out, obj_out, gap_out, it_out, conv_out, hist,
         )
+    z_lasso = z_out
+    z_fin = z_out
+    if debias:
+        z_fin = _debias_batch(Phi, yb, z_out != 0)
+    rfin = to_numpy(batch_norms(yb - Phi @ z_fin))
+    hist_a = np.array(hist)
+
+    if extreme.any():
+        zs = xp.asarray(scale.astype(dt)).reshape((B,) + (1,) * len(Phi.in_shape))
+        z_lasso = z_lasso * zs
+        z_fin = z_fin * zs if debias else z_lasso
+        with np.errstate(over="ignore"):
+            obj_out = obj_out * scale**2
+            gap_out = gap_out * scale**2
+            rfin = rfin * scale
+            hist_a = hist_a * scale
+        lam_b = lam_b * scale
+        if not (np.all(np.isfinite(obj_out)) and np.all(np.isfinite(gap_out))):
+            warnings.warn(
+                "lasso: the data is scaled so that the objective/duality gap overflow float64 "
+                f"(max |y| = {float(ymax.max()):.3g}); the problem was solved on normalised "
+                "data, so z is accurate, but 'objective' and 'gap' are inf: use 'rel_gap' "
+                "or rescale y",
+                LassoScaleWarning,
+                stacklevel=2,
+            )
 
     def _ret(a: Any) -> Any:
-        return a if batched else a[0].item()
+        return a if prep.kind == "batch" else a[0].item()
 
-    return LassoResult(
-        z=z_out if batched else z_out[0],
-        objective=_ret(obj_out),
-        gap=_ret(gap_out),
+    gap_rel = np.divide(gap_out, obj_out, out=np.zeros_like(gap_out), where=obj_out > 0)
+    res = LassoResult(
+        z=prep.code(z_fin),
         n_iter=_ret(it_out),
         converged=_ret(conv_out),
+        diverged=_ret(np.zeros(B, dtype=bool)),
+        residual_norm=_ret(rfin),
+        residual_norms=prep.history(hist_a),
+        objective=_ret(obj_out),
+        gap=_ret(gap_out),
         lam=_ret(lam_b),
         lipschitz=float(L0),
+        z_lasso=prep.code(z_lasso),
+    )
+    res.__dict__["_rel_gap"] = gap_rel  # scale-free, also when objective/gap overflow
+    return res
+
+
+def _debias_batch(Phi: LinearOperator, yb: Any, mask: Any, tol: float | None = None) -> Any:
+    """Least squares on per-signal supports (batched CGLS), zero where the support is empty."""
+    if tol is None:
+        tol = 1e-6 if yb.dtype == np.float32 else 1e-12
+    return cgls(Phi, yb, mask=mask, max_iter=2 * min(Phi.shape), tol=tol).x
+
+
+def debias(
+    Phi: Any,
+    y: Any,
+    support: Any,
+    *,
+    max_iter: int | None = None,
+    tol: float | None = None,
+) -> RecoveryResult:
+    """Least squares on a support: ``z = argmin ||y - Phi z||`` with ``z = 0`` off ``support``.
+
+    The "debiasing" step after an l1 solver (the Lasso shrinks every nonzero towards 0 by
+    about ``lam``; refitting on its support removes that bias), and the least-squares step
+    of CoSaMP (Needell & Tropp 2009, Algorithm 1).  Solved matrix-free and batched by CGLS
+    (:func:`modelcs._krylov.cgls`) from zero, so a rank-deficient support gives the
+    minimum-norm solution.
+
+    Parameters
+    ----------
+    Phi : LinearOperator or anything :func:`~modelcs.as_operator` accepts
+    y : array ``Phi.out_shape`` (or flat) or a batch ``(B, *Phi.out_shape)``
+    support : bool array ``Phi.in_shape`` (shared) or ``(B, *Phi.in_shape)``
+    max_iter : int, optional
+        CGLS iteration cap (default ``2 * min(Phi.shape)``).
+    tol : float, optional
+        Relative normal-equation residual at which CGLS stops (default ``1e-12`` for
+        float64, ``1e-6`` for float32).
+
+    Returns
+    -------
+    RecoveryResult
+        ``z`` (zero off the support), CGLS ``n_iter``/``converged``, ``residual_norm``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from modelcs import debias
+    >>> A = np.random.default_rng(0).standard_normal((20, 50))
+    >>> x = np.zeros(50); x[[3, 17]] = [1.0, -2.0]
+    >>> res = debias(A, A @ x, x != 0)
+    >>> bool(np.allclose(res.z, x)), res.converged
+    (True, True)
+    """
+    prep = prepare(Phi, y)
+    Phi, yb, xp = prep.Phi, prep.yb, prep.xp
+    B = yb.shape[0]
+    if not hasattr(support, "dtype"):
+        support = np.asarray(support)
+    if support.dtype != np.bool_:
+        raise TypeError(f"parameter 'support' must be a boolean mask; got dtype {support.dtype}")
+    sb, _ = as_batch("support", xp.asarray(support), Phi.in_shape)
+    if sb.shape[0] not in (1, B):
+        raise ValueError(
+            f"parameter 'support' has shape {tuple(support.shape)}; expected {Phi.in_shape} "
+            f"or ({B}, {', '.join(map(str, Phi.in_shape))}) like y"
+        )
+    mask = xp.broadcast_to(sb, (B, *Phi.in_shape))
+    n_it = 2 * min(Phi.shape) if max_iter is None else check_positive_int("max_iter", max_iter)
+    if tol is None:
+        tol = 1e-6 if yb.dtype == np.float32 else 1e-12
+    tol = check_tol(tol)
+    kr = cgls(Phi, yb, mask=mask, max_iter=n_it, tol=tol)
+    r0 = to_numpy(batch_norms(yb))
+    rf = to_numpy(batch_norms(yb - Phi @ kr.x))
+    return RecoveryResult(
+        z=prep.code(kr.x),
+        n_iter=prep.scalar(kr.n_iter),
+        converged=prep.scalar(kr.converged),
+        diverged=prep.scalar(np.zeros(B, dtype=bool)),
+        residual_norm=prep.scalar(rf),
+        residual_norms=prep.history(np.stack([r0, rf])),
     )
 
 
@@ -410,7 +511,7 @@ def _fista(
     Phi: LinearOperator, xp: Any, dt: Any, y: Any, c0: Any, mask: Any, zinit: Any,
     lam_all: np.ndarray, yy_all: np.ndarray, L0: float, act: np.ndarray, max_iter: int,
     tol: float, restart: bool, z_out: Any, obj_out: np.ndarray, gap_out: np.ndarray,
-    it_out: np.ndarray, conv_out: np.ndarray,
+    it_out: np.ndarray, conv_out: np.ndarray, hist: list[np.ndarray],
 ) -> None:
     """FISTA over the signals ``act``; writes results into the ``*_out`` arrays."""
     nd = z_out.ndim
@@ -428,8 +529,8 @@ def _fista(
 
     if zinit is not None:
         z = zinit[idx]
-        Pz = Phi._forward(z)
-        gz = Phi._adjoint(Pz) - c0  # gradient Phi^T (Phi z - y)
+        Pz = Phi @ z
+        gz = Phi.T @ Pz - c0  # gradient Phi^T (Phi z - y)
     else:
         z = xp.zeros((nb, *z_out.shape[1:]), dtype=dt)
         Pz = xp.zeros_like(y)
@@ -453,13 +554,16 @@ def _fista(
         z_new = u - xp.clip(u, -thr, thr)
         if mask is not None:
             z_new *= mask
-        Pz_new = Phi._forward(z_new)
-        gz_new = Phi._adjoint(Pz_new) - c0
+        Pz_new = Phi @ z_new
+        gz_new = Phi.T @ Pz_new - c0
         n_it += 1
 
         # --- duality gap at z_new (c = Phi^T r = -gz_new, restricted to the support)
         r = y - Pz_new
         rr = to_numpy(_bdot(r, r))
+        row = np.full(z_out.shape[0], np.nan)
+        row[idx_np] = np.sqrt(rr)
+        hist.append(row)
         l1 = to_numpy(_bsum(xp.abs(z_new)))
         c = -gz_new if mask is None else -gz_new * mask
         cinf = to_numpy(xp.abs(c).reshape(nb, -1).max(axis=1)).astype(np.float64)

@@ -441,7 +441,7 @@ def distant_preimage_point(
     *,
     bounds: tuple[Any, Any] | None = None,
     radius: float | None = None,
-    seed: Any = None,
+    rng: Any = None,
     tol: float = _DEFAULT_TOL,
 ) -> np.ndarray:
     """A point of the same preimage as far as possible along ``direction`` (Appendix A7).
@@ -457,12 +457,12 @@ def distant_preimage_point(
         As in :func:`preimage_kind`.
     direction : array_like, optional
         ``c``, shape ``(n,)`` or the operator's ``in_shape``.  Default: a random Gaussian
-        direction (``seed``).  Only its component in ``N(A|_{y>0})`` matters.
+        direction (``rng``).  Only its component in ``N(A|_{y>0})`` matters.
     bounds : (lower, upper), optional
         Box on ``x`` (scalars or arrays; ``None`` for no bound on that side).
     radius : float, optional
         Cap on the ``inf``-norm distance from the preimage's deepest point.
-    seed : int or Generator, optional
+    rng : None, int or Generator, optional
         For the default direction.
 
     Returns
@@ -499,7 +499,7 @@ def distant_preimage_point(
     if (lo > hi).any():
         raise ValueError("parameter 'bounds' has lower > upper in some entries")
     if direction is None:
-        c = check_rng(seed).standard_normal(n)
+        c = check_rng(rng).standard_normal(n)
     elif np.ndim(direction) == 0:
         raise ValueError(
             f"parameter 'direction' must be an array of shape ({n},) or {in_shape}; "
