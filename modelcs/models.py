@@ -875,6 +875,29 @@ def sample_model_sparse(
     of the invertibility paper's experiments (Gilbert, Zhang, Lee, Zhang and Lee, *Towards
     Understanding the Invertibility of Convolutional Neural Networks*, Sec. 4.2).
 
+    Parameters
+    ----------
+    model : ModelSparse, TopKSparse or BlockSparse
+        The sparsity model the codes belong to.
+    code_shape : tuple of int
+        Shape ``(K, *n)`` of one code (filters, then shifts per spatial axis), or ``(n,)``
+        for models that take flat codes.
+    n_trials : int
+        Number of codes drawn in the batch (keyword-only).
+    rng : None, int or numpy.random.Generator
+        Randomness (SciPy SPEC 7); the same int gives the same codes.
+    low, high : float
+        Range of the uniform nonzero values.
+    dtype : data-type
+        Floating dtype of the result (float32 or float64).
+
+    Returns
+    -------
+    numpy.ndarray
+        Codes of shape ``(n_trials, *code_shape)``.
+
+    Examples
+    --------
     >>> Z = sample_model_sparse(ModelSparse(3), (8, 5), n_trials=4, rng=0)
     >>> Z.shape, bool(((Z != 0).sum(axis=(1, 2)) == 3).all())
     ((4, 8, 5), True)
