@@ -49,17 +49,6 @@ STDLIB_PUBLIC = {"_replace", "_fields", "_asdict", "_make", "_field_defaults", "
 # (module, private name) still crossing a boundary, with the helper whose work removes it.
 # Only ever remove entries.
 ALLOWED: dict[tuple[str, str], str] = {
-    ("modelcs.recovery.cosamp", "_Active"): "i13 (recovery shared helpers)",
-    ("modelcs.recovery.cosamp", "_check_common"): "i13 (recovery shared helpers)",
-    ("modelcs.recovery.cosamp", "_norms"): "i13 (recovery shared helpers)",
-    ("modelcs.recovery.cosamp", "_prepare"): "i13 (recovery shared helpers)",
-    ("modelcs.recovery.cosamp", "_support_sum"): "i13 (sparsity-model seam)",
-    ("modelcs.recovery.cosamp", "_project_batch"): "i13 (sparsity-model seam)",
-    ("modelcs.recovery.iht", "_project_batch"): "i13 (sparsity-model seam)",
-    ("modelcs.recovery.lasso", "_Adjoint"): "i13 (operator views public)",
-    ("modelcs.recovery.lasso", "_Scaled"): "i13 (operator views public)",
-    ("modelcs.recovery.lasso", "_forward"): "i13/i16 (operator seam; lasso internals)",
-    ("modelcs.recovery.lasso", "_adjoint"): "i13/i16 (operator seam; lasso internals)",
     ("modelcs.frames.pinv", "_forward"): "i16 (pinv on the shared Krylov of modelcs._krylov)",
     ("modelcs.frames.pinv", "_adjoint"): "i16 (pinv on the shared Krylov of modelcs._krylov)",
     ("modelcs.frames.spectrum", "_mode"): "i16 (ConvOperator.padding_mode, public now)",
