@@ -37,6 +37,7 @@ SHARED = {
     "modelcs._progress",
     "modelcs._krylov",
     "modelcs._safeio",
+    "modelcs._memory",
     "modelcs.frames._pooling",
     "modelcs.adapters._layer",
     "modelcs.recovery._common",
