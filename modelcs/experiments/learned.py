@@ -155,14 +155,16 @@ def relu_pinv_error(
     the rows that are active (``0 < W x + b < clip``): CReLU supplement Algorithm 1.
 
     Returns ``(relative error, fraction of active rows, LSQR's condition estimate)``; the
-    least-squares problem ``min ||(W x' + b - h)_A||`` is solved by LSQR on
-    ``W.aslinearoperator()`` restricted to the active rows (no dense matrix).  When the
-    active rows have full column rank the exact error is 0 and the returned error is the
-    solver's: it falls with ``iter_lim`` at a rate set by the conditioning (hence the
-    condition estimate, a measure of how stably the activations determine ``x``).
+    least-squares problem ``min ||(W x' + b - h)_A||`` is solved by SciPy's LSQR on ``W``
+    restricted to the active rows (:class:`~modelcs.MaskedOperator`, no dense matrix).
+    LSQR rather than the package's batched CGLS because its condition estimate is part of
+    the answer: when the active rows have full column rank the exact error is 0 and the
+    returned error is the solver's, falling with ``iter_lim`` at a rate set by the
+    conditioning (a measure of how stably the activations determine ``x``).
     """
-    from scipy.sparse.linalg import LinearOperator as SciPyOp
     from scipy.sparse.linalg import lsqr
+
+    from ..operators.base import MaskedOperator
 
     x = np.asarray(x, dtype=np.float64)
     W = W.astype(np.float64)
@@ -171,22 +173,12 @@ def relu_pinv_error(
     active = pre > 0
     if clip is not None:
         active &= pre < clip
-    mask = active.ravel()
-    Aop = W.aslinearoperator()
-
-    def mv(v: np.ndarray) -> np.ndarray:
-        return np.asarray(Aop.matvec(v))[mask]
-
-    def rmv(u: np.ndarray) -> np.ndarray:
-        full = np.zeros(W.shape[0])
-        full[mask] = np.ravel(u)
-        return np.asarray(Aop.rmatvec(full))
-
-    A = SciPyOp((int(mask.sum()), W.shape[1]), matvec=mv, rmatvec=rmv, dtype=np.float64)
-    rhs = (pre - b).ravel()[mask]  # = (W x)_A, read off the activations
-    res = lsqr(A, rhs, atol=1e-10, btol=1e-10, iter_lim=iter_lim)
+    # x -> (W x) on the active rows, zero elsewhere: the adjoint of W^T restricted to them
+    A = MaskedOperator(W.T, active).T
+    rhs = np.where(active, pre - b, 0.0).ravel()  # = (W x)_A, read off the activations
+    res = lsqr(A.aslinearoperator(), rhs, atol=1e-10, btol=1e-10, iter_lim=iter_lim)
     err = float(np.linalg.norm(res[0] - x.ravel()) / np.linalg.norm(x))
-    return err, float(mask.mean()), float(res[6])
+    return err, float(active.mean()), float(res[6])
 
 
 # ----------------------------------------------------------- the MobileNetV2 study
