@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._backend import get_array_module, to_numpy
-from .._validation import check_finite
+from .._validation import as_batch, check_finite
 from ..operators import LinearOperator
 from ._pooling import pool_geometry, pooling_windows
 
@@ -193,18 +193,9 @@ def crelu_pool(
     """
     if not isinstance(W, LinearOperator):
         raise TypeError(f"parameter 'W' must be a modelcs LinearOperator; got {type(W).__name__}")
-    x = _as_array("x", x)
-    if tuple(x.shape) == W.in_shape:
-        batched = False
-    elif x.ndim == len(W.in_shape) + 1 and tuple(x.shape[1:]) == W.in_shape:
-        batched = True
-    else:
-        raise ValueError(
-            f"parameter 'x' has shape {tuple(x.shape)}; expected {W.in_shape} or a batch "
-            f"(B, {', '.join(map(str, W.in_shape))})"
-        )
-    h = W @ x
-    hb = h if batched else h[None]
+    xb, kind = as_batch("x", _as_array("x", x), W.in_shape, flat=False)
+    batched = kind == "batch"
+    hb = W @ xb
     xp = get_array_module(hb)
     K, n = W.out_shape[0], tuple(W.out_shape[1:])
     if not n:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import get_array_module, to_numpy
-from .._validation import check_finite
+from .._validation import as_batch, check_finite
 from ..operators import ConvOperator, LinearOperator
 from ._pooling import pool_geometry, pooling_windows
 from .crelu import crelu_pool
@@ -93,17 +93,10 @@ def theorem_a5_bound(
     if coef.dtype.kind not in "fiub":
         raise TypeError(f"parameter 'coef' must be a real numeric array; got {coef.dtype}")
     check_finite("coef", coef)
-    if tuple(coef.shape) == W.out_shape:
-        batched = False
-    elif coef.ndim == len(W.out_shape) + 1 and tuple(coef.shape[1:]) == W.out_shape:
-        batched = True
-    else:
-        raise ValueError(
-            f"parameter 'coef' has shape {tuple(coef.shape)}; expected {W.out_shape} or a batch "
-            f"(B, {', '.join(map(str, W.out_shape))})"
-        )
+    cb, kind = as_batch("coef", coef, W.out_shape, flat=False)
+    batched = kind == "batch"
     xp = get_array_module(coef)
-    cb = (coef if batched else coef[None]).astype(np.result_type(W.dtype, np.float32))
+    cb = cb.astype(np.result_type(W.dtype, np.float32))
     B, K, n = cb.shape[0], W.out_shape[0], tuple(W.out_shape[1:])
     N = math.prod(n)
     pl, st = pool_geometry(n, pool, stride)
