@@ -97,6 +97,20 @@ def check_finite(name: str, a: Any) -> None:
         )
 
 
+def as_real_array(name: str, a: Any) -> Any:
+    """``a`` as a real numeric array (NumPy or CuPy kept as is), checked finite.
+
+    Raises ``TypeError`` naming ``name`` for complex, object or string data and
+    ``ValueError`` for NaN/Inf.
+    """
+    if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+        a = np.asarray(a)
+    if a.dtype.kind not in "fiub":
+        raise TypeError(f"parameter '{name}' must be a real numeric array; got dtype {a.dtype}")
+    check_finite(name, a)
+    return a
+
+
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     """Return ``value`` if it is one of ``choices``, else raise ``ValueError``."""
     if value not in choices:

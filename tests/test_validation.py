@@ -42,3 +42,16 @@ def test_as_int_tuple_and_rng_errors():
         check_rng("abc")
     g = np.random.default_rng(1)
     assert check_rng(g) is g
+
+
+def test_as_real_array_names_the_parameter():
+    from modelcs._validation import as_real_array
+
+    a = as_real_array("h", [[1, 2], [3, 4]])
+    assert isinstance(a, np.ndarray) and a.shape == (2, 2)
+    x = np.ones(3, dtype=np.float32)
+    assert as_real_array("x", x) is x  # arrays are kept as given
+    with pytest.raises(TypeError, match="'h' must be a real numeric array; got dtype complex"):
+        as_real_array("h", np.ones(2, dtype=complex))
+    with pytest.raises(ValueError, match="'c' contains 1 non-finite"):
+        as_real_array("c", np.array([1.0, np.nan]))

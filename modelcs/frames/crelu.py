@@ -18,20 +18,11 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._backend import get_array_module, to_numpy
-from .._validation import as_batch, check_finite
+from .._validation import as_batch, as_real_array
 from ..operators import LinearOperator
 from ._pooling import pool_geometry, pooling_windows
 
 __all__ = ["crelu", "crelu_inverse", "crelu_pool", "PooledCReLU"]
-
-
-def _as_array(name: str, a: Any) -> Any:
-    if not hasattr(a, "shape") or not hasattr(a, "dtype"):
-        a = np.asarray(a)
-    if a.dtype.kind not in "fiub":
-        raise TypeError(f"parameter '{name}' must be a real numeric array; got dtype {a.dtype}")
-    check_finite(name, a)
-    return a
 
 
 def _check_axis(name: str, a: Any, axis: Any) -> int:
@@ -67,7 +58,7 @@ def crelu(h: Any, *, axis: int = 0) -> Any:
            [0., 2.],
            [0., 0.]])
     """
-    h = _as_array("h", h)
+    h = as_real_array("h", h)
     axis = _check_axis("h", h, axis)
     xp = get_array_module(h)
     if h.dtype.kind != "f":
@@ -104,7 +95,7 @@ def crelu_inverse(c: Any, *, axis: int = 0) -> Any:
     >>> bool(np.array_equal(crelu_inverse(crelu(h)), h))
     True
     """
-    c = _as_array("c", c)
+    c = as_real_array("c", c)
     axis = _check_axis("c", c, axis)
     xp = get_array_module(c)
     C = c.shape[axis]
@@ -193,7 +184,7 @@ def crelu_pool(
     """
     if not isinstance(W, LinearOperator):
         raise TypeError(f"parameter 'W' must be a modelcs LinearOperator; got {type(W).__name__}")
-    xb, kind = as_batch("x", _as_array("x", x), W.in_shape, flat=False)
+    xb, kind = as_batch("x", as_real_array("x", x), W.in_shape, flat=False)
     batched = kind == "batch"
     hb = W @ xb
     xp = get_array_module(hb)

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import get_array_module, to_numpy
-from .._validation import as_batch, check_finite
+from .._validation import as_batch, as_real_array, check_finite
 from ..operators import ConvOperator, LinearOperator
 from ._pooling import pool_geometry, pooling_windows
 from .crelu import crelu_pool
@@ -88,11 +88,7 @@ def theorem_a5_bound(
     """
     if not isinstance(W, LinearOperator):
         raise TypeError(f"parameter 'W' must be a modelcs LinearOperator; got {type(W).__name__}")
-    if not hasattr(coef, "shape") or not hasattr(coef, "dtype"):
-        coef = np.asarray(coef)
-    if coef.dtype.kind not in "fiub":
-        raise TypeError(f"parameter 'coef' must be a real numeric array; got {coef.dtype}")
-    check_finite("coef", coef)
+    coef = as_real_array("coef", coef)
     cb, kind = as_batch("coef", coef, W.out_shape, flat=False)
     batched = kind == "batch"
     xp = get_array_module(coef)
