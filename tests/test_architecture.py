@@ -5,10 +5,10 @@ An AST walk over ``modelcs/`` fails on
 * ``from .x import _name`` / ``from modelcs.x import _name`` (a private name of another
   module), unless ``x`` is one of the shared-helper modules listed in :data:`SHARED`
   (modules whose name starts with ``_`` exist to be shared);
-* ``obj._name`` where ``_name`` is not defined in the accessing module: reaching into the
-  private state of another module's object or module (``self._x`` / ``cls._x`` /
-  ``super()._x`` inside a class are fine, so is ``other._x`` of a name the same module
-  defines; dunder names are fine).
+* ``obj._name`` (or ``getattr(obj, "_name")``) where ``_name`` is not an attribute of the
+  accessing module's own classes: reaching into the private state of another module's
+  object or module (``self._x`` / ``cls._x`` / ``super()._x`` inside a class are fine, so
+  is ``other._x`` of a name the same module defines; dunder names are fine).
 
 A second walk over ``tests/`` fails when a test patches a private attribute
 (``monkeypatch.setattr(obj, "_x", ...)``, ``monkeypatch.setattr("pkg.mod._x", ...)``,
@@ -149,6 +149,18 @@ def private_crossings(path: Path, root: Path = ROOT) -> list[tuple[str, str, int
             if any(s.rsplit(".", 1)[-1] == node.attr for s in SHARED):
                 continue  # `frames._pooling`: a shared-helper module reached as an attribute
             found.append((module, node.attr, node.lineno))
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "hasattr", "setattr", "delattr")
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+            and _is_private(node.args[1].value)
+            and not _is_own(node.args[0])
+            and node.args[1].value not in own
+        ):
+            found.append((module, node.args[1].value, node.lineno))  # getattr(op, "_x")
     return found
 
 
@@ -208,6 +220,7 @@ def _crossings_of(source: str, tmp_path: Path, name: str = "mod.py") -> list[str
         ("def _prepare(x):\n    return x\n\ndef f(model):\n    return model._prepare(1)\n",
          ["_prepare"]),
         ("def f(t):\n    return t._replace(a=1)\n", []),
+        ('def f(op):\n    return getattr(op, "_mode", None)\n', ["_mode"]),
     ],
 )
 def test_the_walk_catches_reach_ins_and_spares_own_names(source, expected, tmp_path):
