@@ -208,9 +208,71 @@ def write_api_pages(outdir: str | Path) -> list[Path]:
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     written = []
-    for fname, text in render_pages().items():
+    pages = render_pages()
+    # included by docs/design.rst (not a page of its own: the .inc suffix is not read)
+    pages["module_map.inc"] = render_module_map(Path(__file__).resolve().parent.parent)
+    for fname, text in pages.items():
         path = outdir / fname
         if not path.exists() or path.read_text() != text:
             path.write_text(text)
         written.append(path)
     return written
+
+
+#: The layers of the package, bottom to top: a module imports only from its own layer or
+#: the layers below (``tests/test_architecture.py`` checks the private-import half of it).
+LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("0  shared helpers", "private modules every layer may use: array-module dispatch and "
+     "dtypes, argument checks, safe file reading and memory budgets, progress bars",
+     ("modelcs._",)),
+    ("1  operators", "the linear maps: the operator base class, the convolution, wrappers",
+     ("modelcs.operators",)),
+    ("2  sparsity models", "projections onto sets of sparse codes",
+     ("modelcs.models",)),
+    ("3  algorithms and theory", "recovery solvers, RIP and coherence, frames and CReLU, "
+     "ReLU preimages", ("modelcs.recovery", "modelcs.rip", "modelcs.frames", "modelcs.relu",
+                        "modelcs.preimage", "modelcs.coherence", "modelcs.theory")),
+    ("4  trained networks", "weights and networks from files and modules; inversion",
+     ("modelcs.adapters", "modelcs.inversion", "modelcs.network")),
+    ("5  experiments and plots", "reproductions of the papers' figures and tables, sweeps",
+     ("modelcs.experiments", "modelcs.plotting")),
+    ("6  command line", "the ``modelcs`` command", ("modelcs.cli", "modelcs.__main__")),
+)
+
+
+def _module_summary(path: Path) -> str:
+    import ast
+
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    first = doc.strip().split("\n\n")[0].replace("\n", " ").strip()
+    return first.replace("|", "\\|") or "(no module docstring)"
+
+
+def _claims(prefix: str, name: str) -> bool:
+    if prefix.endswith("_"):  # "modelcs._": private helper modules, not dunder modules
+        return name.startswith(prefix) and not name.startswith(prefix + "_")
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def render_module_map(root: str | Path) -> str:
+    """A reST table of every module of the package, by layer, with its docstring's first
+    paragraph (read from the source, so module splits and renames show up by themselves)."""
+    pkg = Path(root) / "modelcs"
+    rows: list[tuple[str, str, str]] = []
+    for path in sorted(pkg.rglob("*.py")):
+        rel = path.relative_to(pkg.parent).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        name = ".".join(parts)
+        layer = next(
+            (title for title, _d, prefixes in LAYERS if any(_claims(p, name) for p in prefixes)),
+            "  (top)" if name == "modelcs" else "?  unassigned",
+        )
+        rows.append((layer, name, _module_summary(path)))
+    rows.sort(key=lambda r: (r[0], r[1]))
+    out = [".. list-table::", "   :header-rows: 1", "   :widths: 18 27 55", "",
+           "   * - layer", "     - module", "     - what it holds"]
+    for layer, name, summary in rows:
+        out += [f"   * - {layer.split('  ', 1)[-1]}", f"     - ``{name}``", f"     - {summary}"]
+    return "\n".join(out) + "\n"
