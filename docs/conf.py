@@ -99,7 +99,7 @@ sphinx_gallery_conf = {
     "gallery_dirs": ["auto_examples", "tutorials"],
     "filename_pattern": r"/(\d\d_|tutorial_)",
     "ignore_pattern": r"__init__\.py|conftest\.py",
-    "image_scrapers": (PNGScraper(),),
+    "image_scrapers": (PNGScraper(), "matplotlib"),
     "reset_argv": ResetArgv(),
     "backreferences_dir": "api/generated/backreferences",
     "doc_module": ("modelcs",),

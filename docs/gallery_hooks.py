@@ -26,13 +26,19 @@ class PNGScraper:
 
         out = GALLERY_OUT / Path(block_vars["src_file"]).stem
         if not out.exists():
-            return ""
+            return ""  # a tutorial: its open figures go to the matplotlib scraper
         pngs = sorted(p for p in out.rglob("*.png") if self.seen.get(str(p)) != p.stat().st_mtime)
         paths = []
         for png, image_path in zip(pngs, block_vars["image_path_iterator"], strict=False):
             self.seen[str(png)] = png.stat().st_mtime
             shutil.copyfile(png, image_path)
             paths.append(image_path)
+        if paths:
+            # the example's figures are in its PNGs: close what it left open so the
+            # matplotlib scraper (next in line, for the tutorials) does not show them twice
+            import matplotlib.pyplot as plt
+
+            plt.close("all")
         return figure_rst(paths, gallery_conf["src_dir"])
 
 
