@@ -231,7 +231,8 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
      ("modelcs.models",)),
     ("3  algorithms and theory", "recovery solvers, RIP and coherence, frames and CReLU, "
      "ReLU preimages", ("modelcs.recovery", "modelcs.rip", "modelcs.frames", "modelcs.relu",
-                        "modelcs.preimage", "modelcs.coherence", "modelcs.theory")),
+                        "modelcs.preimage", "modelcs.preimages", "modelcs.coherence",
+                        "modelcs.mutual_coherence", "modelcs.theory")),
     ("4  trained networks", "weights and networks from files and modules; inversion",
      ("modelcs.adapters", "modelcs.inversion", "modelcs.network")),
     ("5  experiments and plots", "reproductions of the papers' figures and tables, sweeps",

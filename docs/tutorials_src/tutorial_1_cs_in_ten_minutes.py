@@ -19,66 +19,48 @@ Everything runs as one batched call per algorithm: 200 signals at once.
 """
 
 # %%
-# A Gaussian measurement matrix as a modelcs operator
-# ---------------------------------------------------
-# modelcs solvers take a :class:`~modelcs.LinearOperator`: an object that applies
-# :math:`A` and its adjoint :math:`A^{\mathsf T}` to one signal or a batch. Writing one
-# for a matrix takes a few lines: ``_forward`` and ``_adjoint`` receive a batch.
-#
-# modelcs thinks of codes the way a CNN layer produces them: ``K`` filters, each with
-# ``n`` positions. A matrix is the case of ``K = n`` "filters" (its columns) with one
-# position each, so the code has shape ``(n, 1)`` and the measurements ``(m, 1)``.
+# A Gaussian measurement matrix
+# -----------------------------
+# Every modelcs function that takes an operator accepts a plain NumPy array (also a SciPy
+# sparse matrix or ``LinearOperator``, a PyLops-like object with ``matvec`` /
+# ``rmatvec``, a torch tensor): :func:`~modelcs.as_operator` converts it once at the
+# entry. :class:`~modelcs.MatrixOperator` is what an array becomes -- it applies
+# :math:`A` and :math:`A^{\mathsf T}` to one vector or a batch of rows.
 
 import os
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from modelcs import LinearOperator, TopKSparse, cosamp, dottest, iht, lasso
+from modelcs import MatrixOperator, TopKSparse, cosamp, dottest, iht, lasso, phase_transition
 
 SMALL = os.environ.get("MODELCS_EXAMPLE_SMALL") == "1"  # the test suite's quick run
-
-
-class Matrix(LinearOperator):
-    """``A`` as an operator on codes ``(n, 1)`` with measurements ``(m, 1)``."""
-
-    def __init__(self, A):
-        self.A = np.asarray(A, dtype=float)
-        m, n = self.A.shape
-        super().__init__((n, 1), (m, 1), self.A.dtype)
-
-    def _forward(self, x):  # (B, n, 1) -> (B, m, 1)
-        return (x[..., 0] @ self.A.T)[..., None]
-
-    def _adjoint(self, y):  # (B, m, 1) -> (B, n, 1)
-        return (y[..., 0] @ self.A)[..., None]
-
 
 rng = np.random.default_rng(0)
 m, n, k, trials = 60, 200, 8, (50 if SMALL else 200)
 A = rng.standard_normal((m, n))
 A /= np.linalg.norm(A, axis=0)  # unit-norm columns
-Phi = Matrix(A)
-print(Phi)
-print("adjoint dot test, relative error:", dottest(Phi))
+print(MatrixOperator(A))
+print("adjoint dot test, relative error:", dottest(MatrixOperator(A)))
 
 # %%
 # Sparse signals and their measurements
 # -------------------------------------
 # :meth:`TopKSparse.sample <modelcs.TopKSparse.sample>` draws a batch of ``k``-sparse
-# codes (supports uniform, values uniform on [-1, 1]); one ``@`` measures them all.
+# vectors (supports uniform, values uniform on [-1, 1]). A batch is a stack of rows:
+# ``X`` is ``(trials, n)`` and its measurements ``Y = X A^T`` are ``(trials, m)``.
 
 model = TopKSparse(k)
-X = model.sample(Phi.in_shape, trials, seed=1)  # (trials, n, 1)
-Y = Phi @ X  # (trials, m, 1)
-print("codes", X.shape, "measurements", Y.shape,
-      "nonzeros per code", np.count_nonzero(X[0]))
+X = model.sample((n,), trials, rng=1)
+Y = X @ A.T
+print("signals", X.shape, "measurements", Y.shape, "nonzeros per signal",
+      np.count_nonzero(X[0]))
 
 
 def recovered(Z, X, tol=1e-6):
-    """Fraction of codes recovered to relative error <= tol."""
-    err = np.linalg.norm((Z - X).reshape(len(X), -1), axis=1)
-    return float(np.mean(err <= tol * np.linalg.norm(X.reshape(len(X), -1), axis=1)))
+    """Fraction of signals recovered to relative error <= tol."""
+    err = np.linalg.norm(Z - X, axis=-1)
+    return float(np.mean(err <= tol * np.linalg.norm(X, axis=-1)))
 
 
 # %%
@@ -95,7 +77,7 @@ def recovered(Z, X, tol=1e-6):
 # :math:`\|A\|_2 \approx 1 + \sqrt{n/m} \approx 2.8`); the *normalized* step of
 # Blumensath and Davies picks :math:`\mu_t` on every iteration and converges.
 
-res_iht = iht(Phi, Y, model, step="normalized", max_iter=500, tol=1e-10)
+res_iht = iht(A, Y, model, step="normalized", max_iter=500, tol=1e-10)
 print(f"normalized IHT: {recovered(res_iht.z, X):.1%} recovered, "
       f"median {int(np.median(res_iht.n_iter))} iterations")
 
@@ -106,7 +88,7 @@ print(f"normalized IHT: {recovered(res_iht.z, X):.1%} recovered, "
 # solves least squares on that support and prunes back to ``k``; it needs far fewer
 # iterations.
 
-res_cosamp = cosamp(Phi, Y, model, max_iter=50)
+res_cosamp = cosamp(A, Y, model, max_iter=50)
 print(f"CoSaMP: {recovered(res_cosamp.z, X):.1%} recovered, "
       f"median {int(np.median(res_cosamp.n_iter))} iterations")
 
@@ -119,26 +101,26 @@ print(f"CoSaMP: {recovered(res_cosamp.z, X):.1%} recovered, "
 #
 #     \min_x \tfrac12 \|y - A x\|_2^2 + \lambda \|x\|_1 ,
 #
-# solved here by FISTA with a duality-gap stop :cite:p:`beck2009fista`. The penalty
-# shrinks every nonzero by about :math:`\lambda`, so the Lasso finds the *support* but
-# not the exact values; least squares on the support found ("debiasing") fixes that.
+# solved here by FISTA with a duality-gap stop :cite:p:`beck2009fista` (scikit-learn's
+# ``Lasso(alpha=...)`` minimises the same objective divided by ``m``: ``alpha = lam / m``).
+# The penalty shrinks every nonzero by about :math:`\lambda`, so the Lasso finds the
+# *support* but not the exact values; least squares on the support found ("debiasing",
+# :func:`~modelcs.debias`, or ``debias=True``) fixes that.
 
-res_lasso = lasso(Phi, Y, 1e-3, tol=1e-9)
+res_lasso = lasso(A, Y, 5e-3)
 print(f"Lasso alone: {recovered(res_lasso.z, X):.1%} recovered to 1e-6, median error "
-      f"{np.median(np.linalg.norm((res_lasso.z - X)[..., 0], axis=1)):.1e}")
-
-Z = np.zeros_like(X)
-for b in range(trials):  # a few small least-squares problems: plain NumPy is enough here
-    S = np.flatnonzero(np.abs(res_lasso.z[b, :, 0]) > 1e-6)
-    Z[b, S, 0] = np.linalg.lstsq(A[:, S], Y[b, :, 0], rcond=None)[0]
-print(f"Lasso + debiasing: {recovered(Z, X):.1%} recovered")
+      f"{np.median(np.linalg.norm(res_lasso.z - X, axis=1)):.1e}")
+res_debiased = lasso(A, Y, 5e-3, debias=True)
+print(f"Lasso + debiasing: {recovered(res_debiased.z, X):.1%} recovered")
 
 # %%
-# One signal at a time works the same way: pass ``y`` of shape ``(m, 1)`` and get a
-# code of shape ``(n, 1)`` back.
+# One signal at a time works the same way: a 1-D ``y`` of length ``m`` gives a 1-D
+# code of length ``n``, and every solver returns the same
+# :class:`~modelcs.RecoveryResult` fields (batched in, batched out).
 
-one = cosamp(Phi, Y[0], model, max_iter=50)
-print("one signal:", one.z.shape, "error", float(np.linalg.norm(one.z - X[0])))
+one = cosamp(A, Y[0], model)
+print(one)
+print("error", float(np.linalg.norm(one.z - X[0])))
 
 # %%
 # The phase transition
@@ -148,30 +130,29 @@ print("one signal:", one.z.shape, "error", float(np.linalg.norm(one.z - X[0])))
 # CoSaMP: the Donoho--Tanner diagram. Above the curve (few measurements per nonzero)
 # recovery fails; below it, it succeeds, with a sharp transition in between.
 
-n_pt = 100
-ms = np.arange(10, 101, 10)
-ks = np.arange(1, 41, 4) if not SMALL else np.arange(1, 41, 8)
-trials_pt = 10 if SMALL else 25
-success = np.zeros((len(ks), len(ms)))
-for j, m_j in enumerate(ms):
-    A_j = rng.standard_normal((m_j, n_pt)) / np.sqrt(m_j)
-    Phi_j = Matrix(A_j)
-    for i, k_i in enumerate(ks):
-        if k_i >= m_j:
-            continue  # more nonzeros than measurements: hopeless
-        X_ij = TopKSparse(int(k_i)).sample(Phi_j.in_shape, trials_pt, seed=int(100 * i + j))
-        r = cosamp(Phi_j, Phi_j @ X_ij, TopKSparse(int(k_i)), max_iter=30)
-        success[i, j] = recovered(r.z, X_ij, tol=1e-4)
+# :func:`~modelcs.phase_transition` draws one Gaussian matrix per row and recovers all
+# trials of a cell in one batched call per algorithm; ``client=`` spreads the cells over
+# a Dask cluster with identical results.
 
-fig, ax = plt.subplots(figsize=(6, 4.2))
-im = ax.imshow(success, origin="lower", aspect="auto", cmap="viridis", vmin=0, vmax=1,
-               extent=(ms[0] / n_pt - 0.05, ms[-1] / n_pt + 0.05, ks[0] - 1.5, ks[-1] + 1.5))
-ax.set_xlabel(r"undersampling $\delta = m / n$")
-ax.set_ylabel(r"sparsity $k$")
-ax.set_title(f"CoSaMP, Gaussian $A$, n = {n_pt}: fraction recovered")
-fig.colorbar(im, ax=ax)
-fig.tight_layout()
-print("success at m = n/2:", dict(zip(ks.tolist(), success[:, 4].round(2).tolist(), strict=True)))
+n_pt = 100
+res_pt = phase_transition(
+    operator="gaussian", n=n_pt, measurements=list(range(20, 101, 40 if SMALL else 10)),
+    ks=list(range(1, 41, 12 if SMALL else 4)), algorithms=("cosamp", "niht"),
+    trials=8 if SMALL else 20, rng=0, progress=False)
+print(res_pt.success.shape, "(algorithms, measurements, sparsities)")
+
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+ms, ks = res_pt.measurements, np.asarray(res_pt.ks)
+for ax, name, success in zip(axes, res_pt.algorithms, res_pt.success, strict=True):
+    im = ax.pcolormesh(ms / n_pt, ks, success.T, cmap="viridis", vmin=0, vmax=1,
+                       shading="nearest")
+    ax.set_xlabel(r"undersampling $\delta = m / n$")
+    ax.set_title(name)
+axes[0].set_ylabel(r"sparsity $k$")
+fig.colorbar(im, ax=axes, label="fraction recovered")
+half = int(np.argmin(np.abs(ms - n_pt // 2)))
+print(f"CoSaMP success at m = {ms[half]}:",
+      dict(zip(ks.tolist(), res_pt.success[0, half].round(2).tolist(), strict=True)))
 
 # %%
 # What next

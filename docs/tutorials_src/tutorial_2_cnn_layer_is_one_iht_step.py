@@ -48,7 +48,7 @@ SMALL = os.environ.get("MODELCS_EXAMPLE_SMALL") == "1"
 trials = 200 if SMALL else 1000
 
 K, M, l, D, k = 96, 32, 5, 32, 10  # the sizes of the paper's Figure 2
-W = ConvOperator.random(K, M, l, D, seed=0)  # i.i.d. N(0, 1/(M l)) filters
+W = ConvOperator.random(K, M, l, D, rng=0)  # i.i.d. N(0, 1/(M l)) filters
 print(W)
 print("adjoint dot test:", dottest(W))
 
@@ -63,7 +63,7 @@ print("adjoint dot test:", dottest(W))
 # (:class:`~modelcs.ModelSparse`).
 
 model = ModelSparse(k)
-Z = model.sample(W.out_shape, trials, seed=1)  # (trials, K, n): values uniform on [-1, 1]
+Z = model.sample(W.out_shape, trials, rng=1)  # (trials, K, n): values uniform on [-1, 1]
 X = W.T @ Z  # the signals, (trials, M, D)
 print("code", Z.shape[1:], "nonzeros per block <= 1:",
       bool((np.count_nonzero(Z, axis=2) <= 1).all()), "| signal", X.shape[1:])
@@ -120,8 +120,8 @@ print(f"one step: median {np.median(one_step):.3f}, max {one_step.max():.3f}; "
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
 for M_i in (8, 32, 128):
-    W_i = ConvOperator.random(K, M_i, l, D, seed=2)
-    r = rip_ratios(W_i.T, model, trials, seed=3)
+    W_i = ConvOperator.random(K, M_i, l, D, rng=2)
+    r = rip_ratios(W_i.T, model, n_trials=trials, rng=3)
     axes[0].hist(r, bins=40, histtype="step", density=True, label=f"M = {M_i}")
 axes[0].set_xlabel(r"$\|W^T z\| / \|z\|$")
 axes[0].set_title("model-RIP ratios (Fig. 2a)")
@@ -131,7 +131,7 @@ axes[1].set_xlabel(r"$\|\hat x - x\| / \|x\|$")
 axes[1].set_title(f"one-step reconstruction, M = {M} (Fig. 2c)")
 fig.tight_layout()
 
-delta = estimate_delta(W.T, model, n_trials=100 if SMALL else 300, seed=4)
+delta = estimate_delta(W.T, model, n_trials=100 if SMALL else 300, rng=4)
 print(f"delta_k >= {delta.delta:.3f} (worst of {delta.n_evaluated} random supports: "
       f"||W^T z||^2/||z||^2 spans [{delta.lambda_min:.3f}, {delta.lambda_max:.3f}])")
 
@@ -155,7 +155,7 @@ print("Theorem 3.3 bound at delta = 0.05, 0.1, 0.2:",
 # switches (where each maximum sat) are what an unpooling layer needs
 # (``switches="known"``).
 
-W2 = ConvOperator.random(16, 3, (3, 3), (12, 12), seed=5)
+W2 = ConvOperator.random(16, 3, (3, 3), (12, 12), rng=5)
 pooled = ModelSparse(16 * 25, pool=(2, 2), by="value")  # every region of every filter
 h2 = cnn_layer(W2, np.random.default_rng(6).standard_normal(W2.in_shape), pooled)
 print("2-D layer output", h2.shape, "nonzeros per 2x2 region <= 1:",
