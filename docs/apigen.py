@@ -209,6 +209,11 @@ def write_api_pages(outdir: str | Path) -> list[Path]:
     outdir.mkdir(parents=True, exist_ok=True)
     written = []
     pages = render_pages()
+    # autosummary stubs of names that are no longer public (or moved) would be orphans
+    current = {qual for entries in api_entries().values() for qual, _ in entries}
+    for stub in (outdir / "generated").glob("*.rst"):
+        if stub.stem not in current:
+            stub.unlink()
     # included by docs/design.rst (not a page of its own: the .inc suffix is not read)
     pages["module_map.inc"] = render_module_map(Path(__file__).resolve().parent.parent)
     for fname, text in pages.items():
