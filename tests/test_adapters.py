@@ -830,3 +830,31 @@ def test_one_coherence_table_for_sizes_and_trained_layers():
     sizes = coherence_table([dict(layer="a", K=6, M=2, l=3, D=9, stride=2)], draws=2, seed=1,
                             dtype=np.float64)
     assert sizes[0]["shifts"]["draws"] == a["shifts"]["draws"]
+
+
+def test_layer_call_names_x_for_wrong_channels():
+    layer = ConvLayer("a", np.ones((2, 3, 3, 3), np.float32))
+    msg = r"parameter 'x' must have 3 channels .* got shape \(4, 8, 8\)"
+    with pytest.raises(ValueError, match=msg):
+        layer(np.ones((4, 8, 8), np.float32))
+    with pytest.raises(ValueError, match="parameter 'x' must have 3 channels"):
+        layer(np.ones((5, 2, 8, 8), np.float32))
+
+
+@pytest.mark.parametrize("padding", [0, 2, (1, 2), ((0, 1), (2, 0)), "valid", "same", "SAME"])
+def test_layer_and_operator_share_one_padding_parser(padding):
+    from modelcs import ConvOperator
+
+    w = np.random.default_rng(0).standard_normal((3, 2, 3, 2))
+    layer = ConvLayer("a", w, stride=(2, 1), padding=padding)
+    W = ConvOperator(w, (2, 9, 7), stride=(2, 1), padding=padding)
+    V = layer.operator((2, 9, 7))
+    assert V.out_shape == W.out_shape
+    x = np.random.default_rng(1).standard_normal((2, 9, 7))
+    np.testing.assert_allclose(V @ x, W @ x, atol=1e-12)
+    for bad in (-1, (1, 2, 3), "reflect", ((1, -1), 0), True):
+        with pytest.raises(ValueError, match="parameter 'padding'") as e1:
+            ConvLayer("a", w, padding=bad)
+        with pytest.raises(ValueError, match="parameter 'padding'") as e2:
+            ConvOperator(w, (2, 9, 7), padding=bad)
+        assert "non-negative int" in str(e1.value) and "non-negative int" in str(e2.value)

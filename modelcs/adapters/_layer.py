@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from .._padding import Pads, normalize_padding, same_padding
 from .._validation import as_int_tuple, check_positive_int
 from ..operators.conv import ConvOperator
 
 __all__ = ["ConvLayer", "missing_extra"]
 
-Pads = tuple[tuple[int, int], ...]
 _SAME = ("same", "same_lower")
 
 
@@ -27,40 +27,8 @@ def missing_extra(module: str, extra: str, what: str) -> ImportError:
 
 
 def _norm_padding(padding: Any, d: int) -> Pads | str:
-    """Normalise a padding spec to per-axis (before, after) pairs, or 'same'/'same_lower'."""
-    if isinstance(padding, str):
-        p = padding.lower()
-        if p == "valid":
-            return tuple((0, 0) for _ in range(d))
-        if p in ("same", "same_upper"):
-            return "same"
-        if p == "same_lower":
-            return "same_lower"
-    elif isinstance(padding, (int, np.integer)) and not isinstance(padding, bool):
-        if padding >= 0:
-            return tuple((int(padding), int(padding)) for _ in range(d))
-    elif isinstance(padding, (tuple, list)) and len(padding) == d:
-        pairs = []
-        for p in padding:
-            if isinstance(p, (int, np.integer)) and not isinstance(p, bool) and p >= 0:
-                pairs.append((int(p), int(p)))
-            elif (
-                isinstance(p, (tuple, list))
-                and len(p) == 2
-                and all(
-                    isinstance(q, (int, np.integer)) and not isinstance(q, bool) and q >= 0
-                    for q in p
-                )
-            ):
-                pairs.append((int(p[0]), int(p[1])))
-            else:
-                break
-        else:
-            return tuple(pairs)
-    raise ValueError(
-        f"parameter 'padding' must be 'valid', 'same', 'same_lower', a non-negative int, or a "
-        f"tuple of {d} non-negative ints or (before, after) pairs; got {padding!r}"
-    )
+    """Per-axis (before, after) pairs, or 'same' / 'same_lower' (resolved per input size)."""
+    return normalize_padding(padding, d, _SAME)
 
 
 @dataclass(frozen=True)
@@ -194,14 +162,8 @@ class ConvLayer:
                 f"parameter 'input_spatial' must have {self.ndim} entries for layer "
                 f"{self.name!r}; got {tuple(input_spatial)!r}"
             )
-        pads = []
-        geom = zip(input_spatial, self.effective_kernel_size, self.stride, strict=True)
-        for Da, la, ta in geom:
-            n = -(-int(Da) // ta)
-            total = max((n - 1) * ta + la - int(Da), 0)
-            small, big = total // 2, total - total // 2
-            pads.append((small, big) if self.padding == "same" else (big, small))
-        return tuple(pads)
+        return same_padding(input_spatial, self.effective_kernel_size, self.stride,
+                            lower=self.padding == "same_lower")
 
     # --------------------------------------------------------------- operator
     def operator(
@@ -251,6 +213,11 @@ class ConvLayer:
             raise ValueError(
                 f"parameter 'x' must have shape (M, *D) or (B, M, *D) with {self.ndim} spatial "
                 f"axes for layer {self.name!r}; got shape {x.shape}"
+            )
+        if x.shape[-self.ndim - 1] != self.in_channels:
+            raise ValueError(
+                f"parameter 'x' must have {self.in_channels} channels (axis {-self.ndim - 1}) "
+                f"for layer {self.name!r}; got shape {x.shape}"
             )
         W = self.operator(x.shape[-self.ndim - 1 :])
         out = W @ x

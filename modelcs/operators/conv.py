@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import from_torch, get_array_module, has_module, is_torch_tensor, to_numpy
+from .._padding import parse_padding as _parse_padding  # the one padding parser
 from .._validation import as_int_tuple, check_choice, check_finite, check_positive_int, check_rng
 from .base import LinearOperator
 
@@ -51,49 +52,6 @@ _ENGINES = ("auto", "gemm", "fft", "torch", "sparse")
 _TORCH_AUTO = os.environ.get("MODELCS_AUTO_TORCH", "1") != "0"
 # largest number of multiply-adds (and index entries) the sparse-code adjoint builds at once
 _SPARSE_MAX_WORK = 1 << 24
-_PAD_MODES = ("valid", "same", "circular")
-
-
-def _parse_padding(
-    padding: Any, d: int, D: tuple[int, ...], l: tuple[int, ...], t: tuple[int, ...]
-) -> tuple[str, tuple[tuple[int, int], ...]]:
-    """Return (mode, per-axis (lo, hi) zero padding).  ``mode`` is 'zeros' or 'circular'."""
-    if isinstance(padding, str):
-        check_choice("padding", padding, _PAD_MODES)
-        if padding == "valid":
-            return "zeros", tuple((0, 0) for _ in range(d))
-        if padding == "circular":
-            return "circular", tuple((0, 0) for _ in range(d))
-        pads = []
-        for Da, la, ta in zip(D, l, t, strict=True):
-            n = -(-Da // ta)
-            total = max((n - 1) * ta + la - Da, 0)
-            pads.append((total // 2, total - total // 2))
-        return "zeros", tuple(pads)
-    if isinstance(padding, (int, np.integer)) and not isinstance(padding, bool):
-        p = int(padding)
-        if p < 0:
-            raise ValueError(f"parameter 'padding' must be >= 0; got {padding!r}")
-        return "zeros", tuple((p, p) for _ in range(d))
-    if isinstance(padding, (tuple, list)) and len(padding) == d:
-        pads = []
-        for p in padding:
-            if isinstance(p, (int, np.integer)) and not isinstance(p, bool) and p >= 0:
-                pads.append((int(p), int(p)))
-            elif (
-                isinstance(p, (tuple, list))
-                and len(p) == 2
-                and all(isinstance(q, (int, np.integer)) and q >= 0 for q in p)
-            ):
-                pads.append((int(p[0]), int(p[1])))
-            else:
-                break
-        else:
-            return "zeros", tuple(pads)
-    raise ValueError(
-        f"parameter 'padding' must be 'valid', 'same', 'circular', a non-negative int, or a "
-        f"tuple of {d} non-negative ints or (before, after) pairs; got {padding!r}"
-    )
 
 
 class ConvOperator(LinearOperator):
