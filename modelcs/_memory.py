@@ -27,6 +27,7 @@ __all__ = [
     "MemoryBudgetError",
     "available_memory",
     "check_allocation",
+    "check_elements",
     "file_budget",
     "format_bytes",
     "nbytes_of",
@@ -48,11 +49,11 @@ class MemoryBudgetError(ValueError, MemoryError):
 def format_bytes(n: float) -> str:
     """``1536`` -> ``'1.50 KiB'``, ``8e12`` -> ``'7.28 TiB'``."""
     n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(n) < 1024 or unit == "PiB":
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if abs(n) < 1024 or unit == "EiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
         n /= 1024
-    return f"{n:.2f} EiB"  # pragma: no cover
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _read_int(path: str) -> int | None:
@@ -130,3 +131,18 @@ def file_budget(max_bytes: Any = None) -> int:
     if max_bytes < 1:
         raise ValueError(f"parameter 'max_bytes' must be >= 1; got {max_bytes!r}")
     return int(max_bytes)
+
+
+def check_elements(what: str, count: int, dtype: Any = np.float64, *, copies: int = 1) -> None:
+    """:func:`check_allocation` for ``copies`` arrays of ``count`` elements of ``dtype``.
+
+    Examples
+    --------
+    >>> check_elements("a small array", 10)
+    >>> try:
+    ...     check_elements("codes (n_trials=10**15, 96, 28)", 10**15 * 96 * 28)
+    ... except ValueError as e:
+    ...     print(str(e)[:60])
+    codes (n_trials=10**15, 96, 28) would need 18.65 EiB, more t
+    """
+    check_allocation(what, int(count) * np.dtype(dtype).itemsize * int(copies))

@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from ._backend import get_array_module
+from ._memory import check_elements
 from ._validation import (
     as_int_tuple,
     check_choice,
@@ -284,6 +285,7 @@ class SparsityModel:
             )
         n_u = self._units(shape)
         self._check_k(n_u, shape)
+        check_elements(f"sample: n={n_codes} codes of shape {shape}", n_codes * math.prod(shape), dt, copies=2)  # noqa: E501
         gen = check_rng(rng)
         out = self._sample_batch(shape, n_codes, gen, float(low), float(high), dt)
         return out if n is not None else out[0]
@@ -908,4 +910,6 @@ def sample_model_sparse(
         raise TypeError(
             f"parameter 'model' must be a ModelSparse, TopKSparse or BlockSparse; got {model!r}"
         )
+    if isinstance(n_trials, int) and isinstance(code_shape, tuple):
+        check_elements(f"sample_model_sparse: n_trials={n_trials} codes of shape {code_shape}", n_trials * math.prod(code_shape), dtype, copies=2)  # noqa: E501
     return model.sample(code_shape, n_trials, rng=rng, low=low, high=high, dtype=dtype)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ._backend import get_array_module, to_numpy
+from ._memory import check_elements
 from ._validation import as_int_tuple, check_positive_int
 from .operators.base import LinearOperator
 from .operators.conv import ConvOperator
@@ -239,6 +240,7 @@ def _coherence(
     w = op.filters
     xp = get_array_module(w)
     K = op.n_blocks
+    check_elements(f"coherence: the Gram blocks of K={K} filters", K * (K // op.groups) + K * math.prod(w.shape[1:]), copies=3)  # noqa: E501
     # Rows of different groups read disjoint channels: their inner products vanish, so
     # every Gram block is computed per group, (g, K/g, K/g), never over all K filters.
     g = op.groups

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ._backend import get_array_module, to_numpy
+from ._memory import check_elements
 from ._validation import check_choice, check_positive_int, check_rng
 from .models import SparsityModel
 from .operators.base import LinearOperator
@@ -138,6 +139,7 @@ def rip_ratios(
     n_trials = check_positive_int("n_trials", n_trials)
     check_choice("kind", kind, _KINDS)
     lo, hi = _check_range(low, high)
+    check_elements(f"rip_ratios: n_trials={n_trials} codes {Phi.in_shape} and their images {Phi.out_shape}", n_trials * (math.prod(Phi.in_shape) + 2 * math.prod(Phi.out_shape)), Phi.dtype, copies=3)  # noqa: E501
     Z = model.sample(Phi.in_shape, n_trials, rng=rng, low=lo, high=hi, dtype=Phi.dtype)
     return _ratios(Phi, Z, kind)
 

@@ -31,6 +31,7 @@ from .._backend import (
     to_numpy,
     to_torch_like,
 )
+from .._memory import check_elements
 from .._validation import check_finite, check_positive_int, check_rng
 
 __all__ = ["LinearOperator", "MaskedOperator", "vstack", "dottest"]
@@ -236,6 +237,7 @@ class LinearOperator:
         exactly what ``@`` computes.
         """
         n_in = self.shape[1]
+        check_elements(f"to_dense: the {self.shape[0]} x {n_in} matrix", n_in * (n_in + 2 * self.shape[0]), self.dtype)  # noqa: E501
         eye = xp.eye(n_in, dtype=self.dtype).reshape((n_in, *self.in_shape))
         cols = self._forward(eye)
         return cols.reshape(n_in, -1).T.copy()

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import from_torch, get_array_module, has_module, is_torch_tensor, to_numpy
+from .._memory import check_allocation, check_elements
 from .._padding import parse_padding as _parse_padding  # the one padding parser
 from .._validation import as_int_tuple, check_choice, check_finite, check_positive_int, check_rng
 from .base import LinearOperator
@@ -299,6 +300,7 @@ class ConvOperator(LinearOperator):
     def normalized(self) -> ConvOperator:
         """A copy whose filters have unit Frobenius norm each (unit-norm rows in 'valid')."""
         w = self._filters
+        check_elements(f"normalized: a float64 copy of filters {tuple(w.shape)}", math.prod(w.shape), copies=2)  # noqa: E501
         xp = get_array_module(w)
         norms = xp.sqrt((w.astype(np.float64) ** 2).reshape(w.shape[0], -1).sum(axis=1))
         if bool((norms == 0).any()):
@@ -351,6 +353,7 @@ class ConvOperator(LinearOperator):
         l = as_int_tuple("kernel_size", kernel_size, d)
         gen = check_rng(rng)
         Mg = M // groups
+        check_elements(f"ConvOperator.random: filters (out_channels={K}, in_channels/groups={Mg}, kernel_size={l})", K * Mg * math.prod(l), copies=2)  # noqa: E501
         w = gen.standard_normal((K, Mg, *l)) / math.sqrt(Mg * math.prod(l))
         op = cls(
             w.astype(dtype),
@@ -789,6 +792,7 @@ class ConvOperator(LinearOperator):
         """
         import scipy.sparse as sp
 
+        check_allocation(f"to_sparse: W's {math.prod(self.out_shape)} x {math.prod(self.in_shape)} matrix with up to {math.prod(self.filters.shape) * math.prod(self.output_spatial)} nonzeros (filters {tuple(self.filters.shape)}, {math.prod(self.output_spatial)} shifts)", 64 * math.prod(self.filters.shape) * math.prod(self.output_spatial))  # noqa: E501
         rows, cols, ent = self._sparse_indices()
         vals = to_numpy(self._filters).reshape(-1)[ent]
         return sp.csr_array(

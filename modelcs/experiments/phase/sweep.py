@@ -19,6 +19,7 @@ NumPy in workers.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ..._memory import check_elements
 from ..._progress import Progress, progress_bar
 from ..._validation import as_int_tuple, check_positive_int, check_rng
 from .algorithms import ALGORITHMS, resolve
@@ -215,6 +217,7 @@ def phase_transition(
         if channels is None:
             raise TypeError("phase_transition(operator='conv') needs 'channels'")
         rows = _check_increasing("channels", channels)
+        check_elements(f"phase_transition: trials={trials} codes (K={fam.K}) and signals (channels up to {rows[-1]}, D={fam.D}) per cell", trials * (fam.K + rows[-1]) * math.prod(fam.D or (1,)), copies=8)  # noqa: E501
     else:
         for name, v in (("K", K), ("l", l), ("D", D), ("channels", channels)):
             if v is not None:
@@ -227,6 +230,7 @@ def phase_transition(
             if n is None:
                 raise TypeError("phase_transition(operator='gaussian') needs 'n'")
             fam = OperatorFamily("gaussian", n=check_positive_int("n", n))
+            check_elements(f"phase_transition: trials={trials} codes (n={n}) and the {rows[-1]} x {n} matrix per cell", (trials + rows[-1]) * (int(n) + rows[-1]), copies=8)  # noqa: E501
             if kt[-1] > fam.n:  # type: ignore[operator]
                 raise ValueError(f"parameter 'ks' has k={kt[-1]} > n={n}")
         else:
