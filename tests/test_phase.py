@@ -324,3 +324,6 @@ def test_int_list_parser():
     assert phase.int_list("2:10:4,12") == [2, 6, 10, 12]
     assert phase.int_list("3") == [3]
     assert phase.shape_arg("3x4") == (3, 4) and phase.shape_arg("5") == 5
+    from modelcs._cli import size_arg  # the one size parser of every subcommand
+
+    assert phase.shape_arg is size_arg and size_arg("3,4") == (3, 4)

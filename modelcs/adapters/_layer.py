@@ -22,7 +22,8 @@ def missing_extra(module: str, extra: str, what: str) -> ImportError:
     """The ImportError raised when an optional reader is not installed."""
     return ImportError(
         f"{what} needs the optional package '{module}', which is not installed: "
-        f"pip install 'modelcs[{extra}]'"
+        f"pip install 'modelcs[{extra}]'",
+        name=module,
     )
 
 

@@ -19,18 +19,24 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from .._cli import (
+    add_bank_arguments,
+    bank_from_args,
+    broadcast_option,
+    one_line_errors,
+    positive_int,
+    stride_option,
+)
 from .._validation import check_positive_int
 from ..mutual_coherence import coherence, coherence_both
 
-__all__ = ["VGG16_LAYERS", "ALEXNET_LAYERS", "coherence_table", "load_filters", "register"]
+__all__ = ["VGG16_LAYERS", "ALEXNET_LAYERS", "coherence_table", "register"]
 
 # (layer, K, M per group, l, D, stride, paper random, paper learned)
 VGG16_LAYERS: list[dict[str, Any]] = [
@@ -219,144 +225,12 @@ def table_markdown(name: str, rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-# ----------------------------------------------------------------- CLI helpers
-def one_line_errors(p: argparse.ArgumentParser, prog: str) -> None:
-    """Make argparse errors of this subcommand a single line (exit status 2)."""
-
-    def error(message: str) -> Any:
-        print(f"{prog}: error: {message} (see {prog} --help)", file=sys.stderr)
-        raise SystemExit(2)
-
-    p.error = error  # type: ignore[method-assign]
-
-
-def int_tuple(text: str) -> tuple[int, ...]:
-    """Parse ``"3"`` or ``"3,3"`` (argparse type); one-line error otherwise."""
-    try:
-        vals = tuple(int(v) for v in str(text).split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected an integer or comma-separated integers (e.g. 3 or 3,3); got {text!r}"
-        ) from None
-    if not vals or len(vals) > 2 or any(v < 1 for v in vals):
-        raise argparse.ArgumentTypeError(
-            f"expected 1 or 2 positive integers (e.g. 3 or 3,3); got {text!r}"
-        )
-    return vals
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
-    return v
-
-
-def load_filters(path: str, key: str | None = None) -> np.ndarray:
-    """A filter bank ``(K, M, *l)`` from an ``.npz`` (or ``.npy``) file, ``allow_pickle=False``.
-
-    ``key`` selects the array; without it the file must hold one array, or one named
-    ``filters`` or ``weight``.  Object (pickled) arrays are refused.
-    """
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"filters file not found: {path}")
-    with open(path, "rb") as fh:
-        magic = fh.read(6)
-    if magic[:4] != b"PK\x03\x04" and magic != b"\x93NUMPY":
-        raise ValueError(f"cannot read {path}: not an .npz (zip) or .npy file")
-    try:
-        data = np.load(path, allow_pickle=False)
-        if isinstance(data, np.ndarray):  # a plain .npy file
-            w = data
-            key = key or "(array)"
-        else:
-            with data:
-                names = list(data.files)
-                if key is None:
-                    if len(names) == 1:
-                        key = names[0]
-                    else:
-                        key = next((k for k in ("filters", "weight") if k in names), None)
-                        if key is None:
-                            raise ValueError(
-                                f"{path} holds arrays {names}; choose one with --key"
-                            )
-                if key not in names:
-                    raise ValueError(f"{path} has no array {key!r}; it holds {names}")
-                w = np.asarray(data[key])
-    except ValueError as exc:
-        if "allow_pickle" in str(exc) or "pickled" in str(exc):
-            raise ValueError(
-                f"{path} holds object (pickled) arrays; refusing to unpickle them "
-                "(save plain numeric arrays)"
-            ) from None
-        raise
-    except (OSError, EOFError) as exc:
-        raise ValueError(f"cannot read {path} as .npz: {exc}") from None
-    if w.ndim not in (3, 4) or w.dtype.kind not in "fiu":
-        raise ValueError(
-            f"array {key!r} in {path} must be real filters (K, M, l) or (K, M, l1, l2); got "
-            f"shape {w.shape}, dtype {w.dtype}"
-        )
-    return w
-
-
-def add_bank_arguments(p: argparse.ArgumentParser, *, K: int, M: int, l: str, D: str) -> None:
-    """Options that define a filter bank: sizes for random filters, or a file."""
-    g = p.add_argument_group("filter bank (random Gaussian, scaled 1/sqrt(M l), or a file)")
-    g.add_argument("--filters", metavar="FILE.npz", help="filters (K, M, l) or (K, M, l1, l2)")
-    g.add_argument("--key", help="array name inside FILE.npz")
-    g.add_argument("--K", type=positive_int, default=K, help=f"number of filters (default {K})")
-    g.add_argument("--M", type=positive_int, default=M, help=f"input channels (default {M})")
-    g.add_argument("--l", type=int_tuple, default=int_tuple(l),
-                   help=f"filter size, e.g. 5 or 3,3 (default {l})")
-    g.add_argument("--D", type=int_tuple, default=None,
-                   help=f"input size, e.g. 32 or 14,14 (default {D} for random filters)")
-    g.add_argument("--stride", type=int_tuple, default=(1,), help="stride (default 1)")
-    g.add_argument("--padding", choices=("valid", "same", "circular"), default="valid",
-                   help="boundary (default valid, the papers')")
-
-
-def bank_from_args(args: argparse.Namespace, rng: np.random.Generator,
-                   default_D: tuple[int, ...]) -> tuple[np.ndarray, tuple[int, ...] | None]:
-    """Filters (from the file or random) and the input size from parsed options."""
-    if args.filters is not None:
-        w = load_filters(args.filters, args.key)
-        return w, args.D
-    d = len(args.l)
-    D = broadcast_option(args.D if args.D is not None else default_D[:1], d, "--D")
-    D = (D,) if isinstance(D, int) else D
-    L = math.prod(args.l)
-    w = rng.standard_normal((args.K, args.M, *args.l)) / math.sqrt(args.M * L)
-    return w, D
-
-
-def broadcast_option(v: tuple[int, ...], d: int, name: str) -> Any:
-    """An option value for ``d`` spatial axes (one int repeats); a plain int in 1-D.
-
-    ``name`` is the option as the user typed it (``"--D"``), used in the error message.
-    """
-    full = v * d if len(v) == 1 else v
-    if len(full) != d:
-        raise ValueError(f"{name} {','.join(map(str, v))} does not match {d}-D filters")
-    return full[0] if d == 1 else full
-
-
-def stride_option(args: argparse.Namespace, w: np.ndarray) -> Any:
-    """The ``--stride`` option for the spatial axes of the filters ``w``."""
-    return broadcast_option(args.stride, w.ndim - 2, "--stride")
-
-
 # ------------------------------------------------------------------ subcommand
 def register(subparsers: Any) -> None:
     """Add the ``coherence`` subcommand."""
     p = subparsers.add_parser(
         "coherence",
-        help="coherence of a filter bank (random or from .npz), or the paper's Tables 4/6",
+        help="coherence of a filter bank (random or from a weights file), or Tables 4/6",
         description=(
             "Coherence mu = max |<w_r, w_s>| over distinct unit-normalised rows of W "
             "(invertibility paper, footnote 12), with and without shifted copies, computed "

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _cli
 from .._progress import progress_bar
 from ..models import ModelSparse
 from ..operators.conv import ConvOperator
@@ -46,6 +47,10 @@ __all__ = ["FIGURE2", "figure2_experiment", "run_demo", "register"]
 
 #: The paper's Figure 2 setting (Sec. 4.2).
 FIGURE2: dict[str, Any] = dict(K=96, M=32, l=5, D=32, k=10, n_trials=1000, low=-1.0, high=1.0)
+
+#: Every file ``modelcs demo`` may write into ``--out``.
+DEMO_OUTPUTS = ("figure2.png", "delta_search.png", "coherence_tables.png",
+                "iht_error_iterations.png", "summary.json", "summary.md")
 
 PAPER_FIG2 = {
     "a": "tightly centered around 1",
@@ -412,7 +417,7 @@ def _markdown(s: dict[str, Any]) -> str:
 def _pool_arg(text: str) -> Any:
     if str(text).lower() == "none":
         return None
-    v = ct.int_tuple(text)
+    v = _cli.size_tuple(text)
     return v[0] if len(v) == 1 else v
 
 
@@ -439,21 +444,21 @@ def register(subparsers: Any) -> None:
             "summary.json and summary.md into --out."
         ),
     )
-    p.add_argument("--out", default="demo-output", help="output directory (default demo-output)")
+    _cli.add_output_arguments(p, "demo-output", "the figures, summary.json and summary.md")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--trials", type=ct.positive_int, default=1000,
+    p.add_argument("--trials", type=_cli.positive_int, default=1000,
                    help="Monte-Carlo trials for Figure 2 (default 1000, as in the paper)")
     p.add_argument("--iht-iters", type=int, default=30,
                    help="IHT iterations for the many-iteration error (default 30; 0 skips)")
-    p.add_argument("--draws", type=ct.positive_int, default=3,
+    p.add_argument("--draws", type=_cli.positive_int, default=3,
                    help="random banks per layer size for the coherence tables (default 3)")
-    p.add_argument("--delta-budget", type=ct.positive_int, default=400,
+    p.add_argument("--delta-budget", type=_cli.positive_int, default=400,
                    help="supports evaluated per delta search (default 400)")
     p.add_argument("--tables", default="vgg16,alexnet",
                    help="coherence tables to reproduce: vgg16,alexnet (default), one, or none")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_demo)
-    ct.one_line_errors(p, "modelcs demo")
+    _cli.one_line_errors(p, "modelcs demo")
 
     r = subparsers.add_parser(
         "rip",
@@ -466,21 +471,21 @@ def register(subparsers: Any) -> None:
             "optionally a lower estimate of delta_k.  Defaults: the paper's Figure 2 setting."
         ),
     )
-    ct.add_bank_arguments(r, K=96, M=32, l="5", D="32")
-    r.add_argument("--k", type=ct.positive_int, default=10, help="nonzeros per code (default 10)")
+    _cli.add_bank_arguments(r, K=96, M=32, l="5", D="32")
+    r.add_argument("--k", type=_cli.positive_int, default=10, help="nonzeros per code (default 10)")
     r.add_argument("--pool", type=_pool_arg, default=None,
                    help="pooling region size (e.g. 2 or 2,2), or none = whole blocks (default)")
-    r.add_argument("--trials", type=ct.positive_int, default=1000, help="codes (default 1000)")
+    r.add_argument("--trials", type=_cli.positive_int, default=1000, help="codes (default 1000)")
     r.add_argument("--low", type=_float_arg, default=-1.0, help="lowest nonzero value (-1)")
     r.add_argument("--high", type=_float_arg, default=1.0, help="highest nonzero value (1)")
     r.add_argument("--delta-search", choices=("none", "random", "adversarial"), default="none",
                    help="also estimate delta_k (default none)")
-    r.add_argument("--delta-trials", type=ct.positive_int, default=400,
+    r.add_argument("--delta-trials", type=_cli.positive_int, default=400,
                    help="supports evaluated by the delta search (default 400)")
     r.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     r.add_argument("--json", action="store_true", help="print JSON instead of text")
     r.set_defaults(func=_cmd_rip)
-    ct.one_line_errors(r, "modelcs rip")
+    _cli.one_line_errors(r, "modelcs rip")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -489,11 +494,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     tables = () if args.tables == "none" else tuple(
         t.strip() for t in args.tables.split(",") if t.strip()
     )
-    s = run_demo(
-        args.out, seed=args.seed, n_trials=args.trials, iht_iters=args.iht_iters,
-        draws=args.draws, delta_budget=args.delta_budget, tables=tables,
-        progress=False if args.no_progress else None,
-    )
+    for key in tables:
+        if key not in ct.TABLES:
+            raise ValueError(f"--tables: unknown table {key!r}; expected some of "
+                             f"{sorted(ct.TABLES)} or none")
+    with _cli.staged_output(args.out, DEMO_OUTPUTS, force=args.force) as stage:
+        s = run_demo(
+            stage, seed=args.seed, n_trials=args.trials, iht_iters=args.iht_iters,
+            draws=args.draws, delta_budget=args.delta_budget, tables=tables,
+            progress=False if args.no_progress else None,
+        )
     f2 = s["figure2"]
     print(f"modelcs demo: wrote {', '.join(s['figures'])}, summary.json, summary.md to {args.out}")
     print(f"  Figure 2 (a) mean {f2['a_isometry']['mean']:.4f}, (b) mean "
@@ -512,12 +522,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_rip(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(args.seed)
-    w, D = ct.bank_from_args(args, rng, (32,))
+    w, D = _cli.bank_from_args(args, rng, (32,))
     if D is None:
         raise ValueError("--D (input size) is required with --filters")
     d = w.ndim - 2
-    Din = ct.broadcast_option(D, d, "--D")
-    W = ConvOperator(w, Din, stride=ct.stride_option(args, w), padding=args.padding)
+    Din = _cli.broadcast_option(D, d, "--D")
+    W = ConvOperator(w, Din, stride=_cli.stride_option(args, w), padding=args.padding)
     if args.pool is not None and isinstance(args.pool, tuple) and len(args.pool) != d:
         raise ValueError(f"--pool {args.pool} does not match {d}-D filters")
     model = ModelSparse(args.k, pool=args.pool, ndim=d)

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..._cli import add_output_arguments, one_line_errors, size_arg, staged_output
 from ..._validation import check_positive_int
 from .algorithms import ALGORITHMS
 from .problems import OPERATORS
@@ -40,12 +41,8 @@ def int_list(text: str) -> list[int]:
     return out
 
 
-def shape_arg(text: str) -> int | tuple[int, ...]:
-    try:
-        vals = tuple(int(v) for v in text.lower().replace("x", ",").split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int or 'AxB'; got {text!r}") from None
-    return vals[0] if len(vals) == 1 else vals
+#: The one size syntax of every subcommand ("5", "3x4" or "3,4"; an int for one value).
+shape_arg = size_arg
 
 
 def register(subparsers: Any) -> None:
@@ -85,10 +82,10 @@ def register(subparsers: Any) -> None:
                      help="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786")
     grp.add_argument("--local-cluster", metavar="N", type=int, default=None,
                      help="start a dask LocalCluster with N single-threaded worker processes")
-    p.add_argument("--out", default="phase-output",
-                   help="output directory for phase.json and phase.png (default %(default)s)")
+    add_output_arguments(p, "phase-output", "phase.json and phase.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_main)
+    one_line_errors(p, "modelcs phase")
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -105,14 +102,14 @@ def _main(args: argparse.Namespace) -> int:
     else:
         kwargs.update(n=args.n, measurements=args.measurements)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.scheduler is not None or args.local_cluster is not None:
-        res = _with_dask(args.scheduler, args.local_cluster, kwargs)
-    else:
-        res = phase_transition(**kwargs)
-    json_path = res.save(out / "phase.json")
-    png_path = out / "phase.png"
-    res.plot(png_path)
+    with staged_output(args.out, ("phase.json", "phase.png"), force=args.force) as stage:
+        if args.scheduler is not None or args.local_cluster is not None:
+            res = _with_dask(args.scheduler, args.local_cluster, kwargs)
+        else:
+            res = phase_transition(**kwargs)
+        res.save(Path(stage) / "phase.json")
+        res.plot(Path(stage) / "phase.png")
+    json_path, png_path = out / "phase.json", out / "phase.png"
     print(summary(res))
     print(f"wrote {json_path} and {png_path}")
     return 0
