@@ -37,6 +37,7 @@ __all__ = [
     "add_output_arguments",
     "bank_from_args",
     "broadcast_option",
+    "check_batch",
     "is_user_error",
     "load_filters",
     "one_line_errors",
@@ -221,6 +222,12 @@ def bank_from_args(args: argparse.Namespace, rng: np.random.Generator,
                    args.K * args.M * L, copies=2)
     w = rng.standard_normal((args.K, args.M, *args.l)) / math.sqrt(args.M * L)
     return w, D
+
+
+def check_batch(option: str, n: int, W: Any) -> None:
+    """Refuse early when ``n`` codes of ``W`` and their signals do not fit in memory."""
+    check_elements(f"{option} {n}: codes {tuple(W.out_shape)} and signals {tuple(W.in_shape)}",
+                   n * (math.prod(W.out_shape) + math.prod(W.in_shape)), W.dtype, copies=4)
 
 
 def broadcast_option(v: tuple[int, ...], d: int, name: str) -> Any:

@@ -552,7 +552,7 @@ def api_calls() -> list[tuple[str, str, str]]:
         ("CLI rip --K 100000 --M 10000",
          "modelcs.cli.main(['rip', '--K', '100000', '--M', '10000'])", "--K 100000"),
         ("CLI rip --trials 10**12",
-         "modelcs.cli.main(['rip', '--trials', '1000000000000'])", "--trials"),
+         "modelcs.cli.main(['rip', '--trials', '1000000000000'])", "--trials 1000000000000"),
     ]
 
 

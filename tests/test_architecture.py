@@ -38,6 +38,8 @@ SHARED = {
     "modelcs._krylov",
     "modelcs._safeio",
     "modelcs._memory",
+    "modelcs._padding",
+    "modelcs._cli",
     "modelcs.frames._pooling",
     "modelcs.adapters._layer",
     "modelcs.recovery._common",

@@ -77,7 +77,7 @@ BAD = [
     (["coherence", "--filters", "{d}/empty.onnx"], "empty"),
     (["coherence", "--filters", "{d}/weights.txt"], "unknown file type"),
     (["coherence", "--filters", "{d}/missing.npz"], "not found"),
-    (["rip", "--trials", "1000000000000"], "n_trials=1000000000000"),
+    (["rip", "--trials", "1000000000000"], "--trials 1000000000000"),
     (["rip", "--l", "3x3x3"], "--l"),
     (["rip", "--D", "0x4"], "--D"),
     (["phase", "--l", "axb", "--out", "{d}/p"], "--l"),

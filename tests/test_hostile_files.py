@@ -86,3 +86,13 @@ def test_audit_hook_detects_an_outside_read(tmp_path):
     os.symlink(os.path.join("..", "outside", "w.npz"), os.path.join(root, "models", "w.npz"))
     res = audit.run_corpus(root, [audit.Case("probe", "../outside/w.npz", {}, "load")])
     assert res[0]["outcome"] == "loaded" and res[0]["outside_opened"]
+
+
+def test_public_api_refuses_hostile_sizes_clearly():
+    """Every call of the API audit list refuses early, naming the parameter and the size
+    (never numpy's 'Unable to allocate'), within the memory bound; the CLI with exit 2."""
+    results = audit.run_api()
+    assert len(results) == len(audit.api_calls())
+    unclear = [(r["label"], r["outcome"], r["message"][:200]) for r in results
+               if audit.classify_api(r) != "clear"]
+    assert not unclear, unclear

@@ -528,6 +528,7 @@ def _cmd_rip(args: argparse.Namespace) -> int:
     d = w.ndim - 2
     Din = _cli.broadcast_option(D, d, "--D")
     W = ConvOperator(w, Din, stride=_cli.stride_option(args, w), padding=args.padding)
+    _cli.check_batch("--trials", args.trials, W)
     if args.pool is not None and isinstance(args.pool, tuple) and len(args.pool) != d:
         raise ValueError(f"--pool {args.pool} does not match {d}-D filters")
     model = ModelSparse(args.k, pool=args.pool, ndim=d)
