@@ -39,7 +39,7 @@ def call(argv, capsys):
 @pytest.fixture(scope="module")
 def bad_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("badfiles")
-    w = ConvOperator.random(4, 2, 3, 9, seed=0).filters
+    w = ConvOperator.random(4, 2, 3, 9, rng=0).filters
     good = d / "good.npz"
     np.savez(good, filters=w)
     data = good.read_bytes()
@@ -116,7 +116,7 @@ def test_unexpected_errors_keep_their_traceback(monkeypatch, capsys):
         np.zeros(3).reshape(2, 2)  # a ValueError raised inside NumPy: a bug, not input
 
     def library_value_error():
-        ConvOperator.random(2, 1, 3, 8, seed=0).normalized().with_filters(np.ones((2, 2)))
+        ConvOperator.random(2, 1, 3, 8, rng=0).normalized().with_filters(np.ones((2, 2)))
 
     RAISE = {"type": type_error, "numpy": numpy_value_error, "lib": library_value_error}
     monkeypatch.setattr(modelcs.cli, "SUBCOMMANDS", (*modelcs.cli.SUBCOMMANDS, register))
@@ -216,7 +216,7 @@ def test_filters_in_every_adapter_format(tmp_path, capsys):
     onnx = pytest.importorskip("onnx")
     from onnx import helper, numpy_helper
 
-    w = ConvOperator.random(6, 2, 3, 12, seed=1).filters.astype(np.float32)
+    w = ConvOperator.random(6, 2, 3, 12, rng=1).filters.astype(np.float32)
     files = {}
     files["w.npy"] = tmp_path / "w.npy"
     np.save(files["w.npy"], w)
