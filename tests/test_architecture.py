@@ -190,9 +190,10 @@ def test_allowlist_only_shrinks():
     assert not stale, f"fixed, remove from ALLOWED: {stale}"
 
 
-def test_shared_helper_modules_exist_or_are_expected():
+def test_shared_helper_modules_exist_and_are_named_private():
     for name in SHARED:
         assert name.rsplit(".", 1)[-1].startswith("_"), name
+        assert _is_module(name, ROOT), f"{name} is listed in SHARED but does not exist"
 
 
 # ------------------------------------------------------------------ the walk itself
