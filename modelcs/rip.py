@@ -351,6 +351,7 @@ def estimate_delta(
     chunk = max(1, (1 << 22) // (k * (N + math.prod(Phi.out_shape))))
 
     n_random = n_trials if search == "random" else max(1, n_trials // 4)
+    check_elements(f"estimate_delta: n_trials={n_trials} supports of codes {tuple(shape)}", n_random * (N + k), copies=2)  # noqa: E501
     S = _supports(smodel.sample(shape, n_random, rng=rng, low=1.0, high=2.0), k)
     lmin, lmax, vmin, vmax = _gram_eigs(Phi, S, chunk)
     dist = np.maximum(lmax - 1.0, 1.0 - lmin)

@@ -549,6 +549,24 @@ def api_calls() -> list[tuple[str, str, str]]:
         ("phase_transition huge grid",
          "modelcs.phase_transition(K=8, l=3, D=32, ks=[1], channels=[2], trials=10**12,"
          " progress=False)", "trials=1000000000000"),
+        ("estimate_delta huge n_trials",
+         "modelcs.estimate_delta(modelcs.ConvOperator.random(8, 2, 3, 16, rng=0).T,"
+         " modelcs.ModelSparse(2), n_trials=10**12, rng=0)", "n_trials=1000000000000"),
+        ("dottest huge batch",
+         "modelcs.dottest(modelcs.ConvOperator.random(8, 2, 3, 16, rng=0), batch=10**12)",
+         "batch=1000000000000"),
+        ("frame_bounds, circular operator, huge input",
+         "modelcs.frame_bounds(modelcs.ConvOperator.random(64, 64, 3, (10**5, 10**4),"
+         " padding='circular', rng=0))", "1000000000 frequencies"),
+        ("frame_bounds, huge input (Lanczos)",
+         "modelcs.frame_bounds(modelcs.ConvOperator.random(4, 2, 3, 10**9, rng=0))",
+         "shape (3999999992, 2000000000)"),
+        ("figure2_experiment huge n_trials",
+         "modelcs.experiments.figure2.figure2_experiment(n_trials=10**12)",
+         "n_trials=1000000000000"),
+        ("coherence_table huge layer sizes",
+         "modelcs.experiments.coherence_tables.coherence_table([dict(layer='x', K=100000,"
+         " M=10000, l=3, D=14, stride=1)], draws=1)", "(100000, 10000, 3, 3)"),
         ("CLI rip --K 100000 --M 10000",
          "modelcs.cli.main(['rip', '--K', '100000', '--M', '10000'])", "--K 100000"),
         ("CLI rip --trials 10**12",
@@ -562,6 +580,8 @@ def run_api_child(calls: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
 
     import modelcs
     import modelcs.cli
+    import modelcs.experiments.coherence_tables
+    import modelcs.experiments.figure2  # noqa: F401  (used by the evaluated calls)
 
     signal.signal(signal.SIGALRM, _alarm)
     out = []
@@ -617,6 +637,8 @@ def run_api(calls: list[tuple[str, str, str]] | None = None) -> list[dict[str, A
 
 # ------------------------------------------------------------------------- tables
 OWNED_ELSEWHERE = [
+    ("coherence(shifts=True) with input_shape ~1e6: minutes (O(n^2) lag classes), not memory",
+     "i14 (mutual_coherence)"),
     ("pinv_reconstruct / frame_bounds / singular_values at extreme scales", "i16"),
     ("ModelSparse.sample dtype=int/bool, dottest batch=0, iht complex z0", "i13"),
     ("lasso with y ~ 1e300 (inf objective, NaN gap)", "i13/i16"),

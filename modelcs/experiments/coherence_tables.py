@@ -33,6 +33,7 @@ from .._cli import (
     positive_int,
     stride_option,
 )
+from .._memory import check_elements
 from .._validation import check_positive_int
 from ..mutual_coherence import coherence, coherence_both
 
@@ -148,6 +149,7 @@ def coherence_table(
             rng = np.random.default_rng(children[sig])
             vals: dict[str, list[float]] = {"shifts": [], "no_shifts": []}
             t0 = time.perf_counter()
+            check_elements(f"coherence_table: layer {row.get('layer')!r} filters {shape}", math.prod(shape) + shape[0] ** 2, copies=3)  # noqa: E501
             for _ in range(draws):
                 w = rng.standard_normal(shape, dtype=np.float64).astype(dtype)
                 w /= np.asarray(math.sqrt(math.prod(shape[1:])), dtype=dtype)

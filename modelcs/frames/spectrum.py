@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import to_numpy
+from .._memory import check_elements
 from .._validation import check_choice, check_finite, check_positive_int, check_rng
 from ..operators import ConvOperator, LinearOperator
 
@@ -105,6 +106,7 @@ def _fft_singular_values(W: ConvOperator, gram: bool) -> np.ndarray:
     """All ``min(K, M) * prod(D)`` singular values (descending) of a circular operator."""
     w, D, g = _polyphase_filters(W)
     K, Mg = w.shape[:2]
+    check_elements(f"the {K}x{Mg} frequency responses of W at {math.prod(D)} frequencies (input {tuple(D)})", K * Mg * math.prod(D), np.complex128, copies=3)  # noqa: E501
     Kg = K // g
     d = len(D)
     axes = tuple(range(2, 2 + d))
@@ -146,6 +148,7 @@ def _iterative(W: Any, k: int, which: str, tol: float, max_iter: int | None, rng
             f"parameter 'k'={k} is too large for the iterative method on a {W.shape[0]}x"
             f"{W.shape[1]} operator (needs 2*k < {N}); use method='dense' or a smaller k"
         )
+    check_elements(f"the Lanczos vectors for W of shape {W.shape} (k={k})", 2 * N * max(2 * k + 1, 20) + sum(W.shape), copies=2)  # noqa: E501
     rng = check_rng(rng)
     v0 = rng.standard_normal(N)
     out = []

@@ -543,6 +543,7 @@ def dottest(
         batch = check_positive_int("batch", batch)  # batch=0 would test nothing
     shp_in = op.in_shape if batch is None else (batch, *op.in_shape)
     shp_out = op.out_shape if batch is None else (batch, *op.out_shape)
+    check_elements(f"dottest: batch={batch} inputs {tuple(op.in_shape)} and outputs {tuple(op.out_shape)}", math.prod(shp_in) + math.prod(shp_out), copies=4)  # noqa: E501
     x = gen.standard_normal(shp_in).astype(op.dtype)
     y = gen.standard_normal(shp_out).astype(op.dtype)
     ax = to_numpy(op @ x).astype(np.float64)
