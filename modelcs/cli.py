@@ -23,13 +23,14 @@ from typing import Any
 
 from . import __version__
 from ._cli import is_user_error, one_line_errors
-from .experiments import coherence_tables, figure2, phase
+from .experiments import coherence_tables, figure2, phase, vgg16
 
 #: The ``register(subparsers)`` function of every subcommand, in ``--help`` order.
 SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
     figure2.register,  # demo, rip
     coherence_tables.register,  # coherence
     phase.register,  # phase
+    vgg16.register,  # vgg16
 )
 
 

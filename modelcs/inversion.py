@@ -9,8 +9,13 @@ output and a mask of the entries that are *known* (measured) rather than guessed
   Gilbert et al., "Towards Understanding the Invertibility of Convolutional Neural
   Networks", Sec. 2.3 ``M_known``) or to the first position of every window (fixed
   switches, ``M_fixed``); the other entries of the pool's input are unknown.
-* **ReLU**: positive outputs are the pre-activation; zeros only say "``<= 0``" and become
-  unknown.  **PReLU** is inverted entry-wise (``a / slope`` on the negative side).
+* **ReLU**: for the measured activation (nothing inverted yet), positive outputs are the
+  pre-activation and zeros only say "``<= 0``": they become unknown.  Below the first
+  inverted convolution the activations are estimates, whose negative entries are the best
+  guess of the pre-activation: the estimate is passed through unchanged (treating its
+  small positive entries as measurements and dropping the rest makes the least-squares
+  problems ill-conditioned; the estimates grew without bound on VGG16 that way).
+  **PReLU** is inverted entry-wise (``a / slope`` on the negative side).
 * **convolution** ``y = W x + b`` with ``y`` known on a set ``S`` of rows:
 
   ``'pinv'``
@@ -310,6 +315,7 @@ def invert_network(
         raise ValueError(f"parameter 'truth' has batch {truth.input.shape[0]}; 'h' has {B}")
     a = h
     known = np.ones(h.shape, dtype=bool)
+    measured = True  # False once a convolution has been inverted (estimates below)
     reports: list[dict[str, Any]] = []
     for idx in range(stop_at, -1, -1):
         layer = net.layers[idx]
@@ -333,8 +339,12 @@ def invert_network(
             known = unpool(known, in_shape[1:], switches=sw, **kw)
             rep["method"] = "known switches" if sw is not None else "fixed switches"
         elif layer.kind == "relu":
-            known = known & (a > 0)
-            rep["method"] = "positive part"
+            if measured:  # zeros of a measured ReLU output only say "pre-activation <= 0"
+                a = np.maximum(a, 0)
+                known = known & (a > 0)
+                rep["method"] = "positive part"
+            else:  # an estimate's negative entries are the pre-activation's estimate
+                rep["method"] = "identity (estimated input)"
         elif layer.kind == "prelu":
             assert layer.slope is not None
             slope = np.broadcast_to(layer.slope.astype(dt), a.shape[1:])
@@ -369,6 +379,7 @@ def invert_network(
             if bounds:
                 rep.update(_bounds(W, net, idx, y, known, stop_at))
             known = np.ones(a.shape, dtype=bool)
+            measured = False
         if keep_estimates:
             rep["estimate"] = a
         if truth is not None:
