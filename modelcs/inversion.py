@@ -67,50 +67,51 @@ from ._validation import check_choice, check_positive_int
 from .adapters.network import ForwardResult, Network, unpool
 from .operators.base import LinearOperator
 from .operators.conv import ConvOperator
+from .recovery._common import RecoveryResult
 
 __all__ = ["invert_network", "InversionResult", "network_shapes"]
 
 _METHODS = ("pinv", "transpose", "iht", "algorithm2")
 
 
-@dataclass
-class InversionResult:
-    """What :func:`invert_network` returns.
-
-    The fields are the constructor's parameters; :func:`invert_network` builds it.
+@dataclass(eq=False, repr=False)
+class InversionResult(RecoveryResult):
+    """What :func:`invert_network` returns: a :class:`~modelcs.RecoveryResult` whose code
+    ``z`` is the estimated network input, plus per-layer reports.
 
     Parameters
     ----------
-    x : ndarray ``(B, C, *D)`` (or ``(C, *D)`` for an unbatched ``h``)
-        The estimated network input, channels-first.
+    z : ndarray ``(B, C, *D)`` (or ``(C, *D)`` for an unbatched ``h``)
+        The estimated network input, channels-first (also ``x``).
+    n_iter : int or ndarray (B,)
+        Number of layers inverted.
+    converged : bool or ndarray (B,)
+        Whether the estimate reproduces the activation: the forward pass of ``z`` to layer
+        ``start`` is within ``sqrt(tol)`` (relative) of ``h``.
+    diverged : bool or ndarray (B,)
+        Whether the estimate is not finite.
+    residual_norm : float or ndarray (B,)
+        ``||h - f(z)||``, ``f`` the network up to ``start``.
+    residual_norms : ndarray ``(2,)`` or ``(2, B)``
+        ``||h||`` and ``residual_norm``.
     layers : list of dict
         One entry per inverted layer, from ``start`` down to the first layer: ``name``,
-        ``kind``, ``method`` (what was used for a convolution), ``known_fraction`` (of the
-        layer's output entries used as measurements), ``rel_error`` (``(B,)`` relative error
-        of the estimated input of the layer, when ``truth`` was given), and with
-        ``bounds=True`` for convolutions ``frame_bounds`` and ``theorem_a5_bound``.
+        ``kind``, ``method`` (what was used), ``known_fraction`` (of the layer's output
+        entries used as measurements), ``rel_error`` (``(B,)`` relative error of the
+        estimated input of the layer, when ``truth`` was given), with ``keep_estimates``
+        ``estimate`` and with ``bounds=True`` for convolutions ``frame_bounds`` and
+        ``theorem_a5_bound``.
     rel_error : ndarray ``(B,)`` or None
-        Relative error of ``x`` against ``truth.input``.
-
-    Examples
-    --------
-    >>> import numpy as np, torch
-    >>> from modelcs import InversionResult, invert_network
-    >>> from modelcs.adapters import network
-    >>> seq = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1),
-    ...                           torch.nn.MaxPool2d(2)).double()
-    >>> net = network(seq)
-    >>> fwd = net.forward(np.random.default_rng(0).standard_normal((2, 1, 6, 6)))
-    >>> res = invert_network(net, fwd.activations["1"], start="1", truth=fwd)
-    >>> isinstance(res, InversionResult), res.x.shape, [r["kind"] for r in res.layers]
-    (True, (2, 1, 6, 6), ['maxpool', 'conv'])
-    >>> res.rel_error.shape
-    (2,)
+        Relative error of ``z`` against ``truth.input``.
     """
 
-    x: Any
     layers: list[dict[str, Any]] = field(default_factory=list)
     rel_error: Any = None
+
+    @property
+    def x(self) -> Any:
+        """The estimated network input (the same array as ``z``)."""
+        return self.z
 
 
 class _MaskedConv(LinearOperator):
@@ -389,7 +390,23 @@ def invert_network(
     rel = None
     if truth is not None:
         rel = _rel(a, np.asarray(truth.input, dtype=dt))
-    return InversionResult(x=a if batched else a[0], layers=reports, rel_error=rel)
+    if np.isfinite(a).all():
+        f = net.forward(a, until=start, dtype=dt).activations[start]
+        res = np.linalg.norm((h - f).reshape(B, -1), axis=1)
+    else:
+        res = np.full(B, np.inf)
+    hn = np.linalg.norm(h.reshape(B, -1), axis=1)
+    n_layers = np.full(B, len(reports))
+    conv_ok = res <= np.sqrt(tol) * np.where(hn > 0, hn, 1.0)
+    div = ~np.isfinite(res)
+    if batched:
+        return InversionResult(z=a, n_iter=n_layers, converged=conv_ok, diverged=div,
+                               residual_norm=res, residual_norms=np.stack([hn, res]),
+                               layers=reports, rel_error=rel)
+    return InversionResult(z=a[0], n_iter=int(n_layers[0]), converged=bool(conv_ok[0]),
+                           diverged=bool(div[0]), residual_norm=float(res[0]),
+                           residual_norms=np.array([hn[0], res[0]]), layers=reports,
+                           rel_error=rel)
 
 
 def _pinv(W: ConvOperator, y: np.ndarray, known: np.ndarray, tol: float,

@@ -221,7 +221,7 @@ def table4_learned(*, shifts: bool = False) -> list[dict[str, Any]]:
     shifted by one layer.  ``paper_match`` names the layer and reading equal to the paper's
     value of each column.
     """
-    from ..rip import coherence
+    from ..mutual_coherence import coherence
 
     net = load_vgg16()
     rows = []
@@ -419,7 +419,7 @@ def _per_batch(indices: Sequence[int], images: Sequence[np.ndarray],
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 xr = pinv_reconstruct(W, pc.code, support=pc.support, tol=1e-8,
-                                      maxiter=cfg["pinv_iter"] * 10)
+                                      max_iter=cfg["pinv_iter"] * 10)
             r = reconstruction_ratio(Pb, xr, batched=True)
             for b in range(B):
                 out[b]["table_s1"].setdefault("c" + _CONV_LABELS[j], {})[label] = float(
@@ -542,7 +542,7 @@ def vgg16_reproduction(
     k_paper = int(round(PAPER["table2"]["c(5,2)"] / 100 * K * n1 * n2))
     regions = ModelSparse(0, pool=(2, 2)).n_units(W.out_shape)
     k_a = min(k_paper, regions)
-    ratios_a = rip_ratios(W.T, ModelSparse(k_a, pool=(2, 2)), rip_trials, seed=seed)
+    ratios_a = rip_ratios(W.T, ModelSparse(k_a, pool=(2, 2)), n_trials=rip_trials, rng=seed)
     timings["figure3a"] = time.perf_counter() - t0
     tick("Figure 3 (a)")
 
