@@ -104,10 +104,14 @@ def _as_conv(
                     "geometry is used)"
                 )
         return W_or_filters
-    if isinstance(W_or_filters, LinearOperator):
+    if isinstance(W_or_filters, LinearOperator) or not (
+        hasattr(W_or_filters, "ndim") or isinstance(W_or_filters, (list, tuple))
+    ):
         raise TypeError(
-            "parameter 'W_or_filters' must be a ConvOperator W or a filter array (K, M, *l); "
-            f"got {W_or_filters!r} (for Phi = W.T pass W = Phi.T)"
+            "parameter 'W_or_filters': coherence needs a ConvOperator W or a filter array "
+            "(K, M, *l) (it uses the filter-bank geometry: shifts, stride, groups); got "
+            f"{type(W_or_filters).__name__} (for Phi = W.T pass W = Phi.T; for a plain matrix "
+            "compute the Gram matrix of its normalised rows)"
         )
     w = W_or_filters
     if not hasattr(w, "ndim") or not hasattr(w, "dtype"):

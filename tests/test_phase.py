@@ -25,7 +25,7 @@ def _fake_result(success_rows, ks=(1, 2, 3, 4), channels=None, trials=10):
     counts = np.rint(s * trials).astype(np.int64)
     return PhaseTransitionResult(
         K=8, l=(3,), D=(10,), ks=tuple(ks), channels=tuple(channels), algorithms=("iht",),
-        trials=trials, seed=0, success_tol=1e-4, counts=counts,
+        trials=trials, root_seed=0, success_tol=1e-4, counts=counts,
         median_error=np.where(counts == trials, 0.0, np.inf).astype(float),
     )
 
@@ -195,7 +195,7 @@ def test_json_round_trip_is_exact(tmp_path):
     r.median_error[0, 0, 0] = np.inf  # diverged cells must survive JSON too
     d = json.loads(json.dumps(r.to_dict()))
     back = PhaseTransitionResult.from_dict(d)
-    for name in ("K", "l", "D", "ks", "channels", "algorithms", "trials", "seed",
+    for name in ("K", "l", "D", "ks", "channels", "algorithms", "trials", "root_seed",
                  "success_tol", "backend"):
         assert getattr(back, name) == getattr(r, name), name
     np.testing.assert_array_equal(back.counts, r.counts)
@@ -327,3 +327,68 @@ def test_int_list_parser():
     from modelcs._cli import size_arg  # the one size parser of every subcommand
 
     assert phase.shape_arg is size_arg and size_arg("3,4") == (3, 4)
+
+
+# ------------------------------------------------------- other operator families
+def test_gaussian_sweep_local_equals_dask_and_plots(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    kw = dict(operator="gaussian", n=30, measurements=[8, 16], ks=[1, 3, 6],
+              algorithms=("niht", "cosamp", "lasso"), trials=6, rng=11, progress=False)
+    local = phase_transition(**kw)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        remote = phase_transition(client=client, **kw)
+    assert (local.backend, remote.backend) == ("local", "dask")
+    np.testing.assert_array_equal(local.counts, remote.counts)
+    np.testing.assert_array_equal(local.median_error, remote.median_error)
+    assert local.operator == "gaussian" and local.code_size == 30
+    assert local.success.shape == (3, 2, 3)
+    assert (local.success[:, 1, 0] == 1).all()  # 1-sparse from 16 measurements: always
+    assert (local.success[:, 0, -1] < 1).all()  # 6-sparse from 8 measurements: not always
+    fig = local.plot(tmp_path / "gauss.png")
+    assert (tmp_path / "gauss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert fig.axes[0].get_ylabel() == "measurements m"
+    back = PhaseTransitionResult.from_dict(json.loads(json.dumps(local.to_dict())))
+    assert back.operator == "gaussian" and back.n == 30 and back.K is None
+    assert "operator=gaussian" in phase.summary(local)
+
+
+def _scaled_identity_family(m, rng):
+    """A user operator family: m rows of a random orthonormal 12 x 12 basis."""
+    q, _ = np.linalg.qr(rng.standard_normal((12, 12)))
+    return q[:m]
+
+
+def _my_pinv(Phi, Y, k):
+    """A user algorithm: least squares (min-norm), ignores k."""
+    A = Phi.to_dense()
+    return Y.reshape(Y.shape[0], -1) @ np.linalg.pinv(A).T
+
+
+def test_callable_operator_and_algorithm():
+    r = phase_transition(operator=_scaled_identity_family, measurements=[6, 12], ks=[1, 2],
+                         algorithms=["iht", _my_pinv], trials=5, rng=0, progress=False)
+    assert r.algorithms == ("iht", "_my_pinv") and r.operator == "_scaled_identity_family"
+    # with all 12 orthonormal rows every method recovers every code; with 6 the minimum-norm
+    # least-squares solution of a random 1-sparse code is never exact
+    assert (r.success[:, 1, :] == 1).all()
+    assert (r.success[1, 0, :] == 0).all()
+    with pytest.raises(ValueError, match="returned codes of shape"):
+        phase_transition(operator=_scaled_identity_family, measurements=[6], ks=[1],
+                         algorithms=[lambda Phi, Y, k: Y], trials=2, rng=0, progress=False)
+
+
+@pytest.mark.parametrize(
+    "change, exc, match",
+    [
+        (dict(operator="fourier"), ValueError, "'operator'"),
+        (dict(operator=3), TypeError, "'operator'"),
+        (dict(operator="gaussian"), ValueError, "'K' is for operator='conv'"),
+        (dict(algorithms=[3]), TypeError, "algorithms"),
+        (dict(measurements=[3]), ValueError, "'measurements' is for"),
+    ],
+)
+def test_operator_family_errors(change, exc, match):
+    with pytest.raises(exc, match=match):
+        phase_transition(**{**SMALL, **change})

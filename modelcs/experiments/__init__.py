@@ -7,3 +7,5 @@ random filters).
 
 from .phase import PhaseTransitionResult as PhaseTransitionResult
 from .phase import phase_transition as phase_transition
+
+__all__ = ["PhaseTransitionResult", "phase_transition"]

@@ -20,6 +20,7 @@ import numpy as np
 from .._backend import get_array_module, to_numpy
 from .._validation import as_batch, as_real_array
 from ..operators import LinearOperator
+from ..operators.matrix import as_operator
 from ._pooling import pool_geometry, pooling_windows
 
 __all__ = ["crelu", "crelu_inverse", "crelu_pool", "PooledCReLU"]
@@ -182,15 +183,18 @@ def crelu_pool(
     >>> p.features.shape, p.support.shape, int(p.support.sum()) <= 8
     ((8, 1), (4, 5), True)
     """
-    if not isinstance(W, LinearOperator):
-        raise TypeError(f"parameter 'W' must be a modelcs LinearOperator; got {type(W).__name__}")
+    W = as_operator(W, "W")
     xb, kind = as_batch("x", as_real_array("x", x), W.in_shape, flat=False)
     batched = kind == "batch"
     hb = W @ xb
     xp = get_array_module(hb)
     K, n = W.out_shape[0], tuple(W.out_shape[1:])
     if not n:
-        raise ValueError(f"operator output shape {W.out_shape} has no spatial axes to pool")
+        raise TypeError(
+            f"parameter 'W' has flat outputs (out_shape {W.out_shape}): pooling needs a "
+            "ConvOperator or an operator with out_shape (K, *n), e.g. "
+            "MatrixOperator(A, out_shape=(K, n))"
+        )
     pl, st = pool_geometry(n, pool, stride)
     widx, pshape = pooling_windows(n, pl, st)  # (P, Lw)
     B, N, P = hb.shape[0], math.prod(n), widx.shape[0]

@@ -19,6 +19,7 @@ import numpy as np
 from .._backend import get_array_module
 from .._validation import check_finite, check_positive_int
 from ..operators import LinearOperator
+from ..operators.matrix import as_operator
 
 __all__ = ["pinv_reconstruct", "reconstruction_ratio", "ConvergenceWarning"]
 
@@ -131,8 +132,7 @@ def pinv_reconstruct(
     >>> bool(np.allclose(xr.ravel(), P @ x.ravel(), atol=1e-9))
     True
     """
-    if not isinstance(W, LinearOperator):
-        raise TypeError(f"parameter 'W' must be a modelcs LinearOperator; got {type(W).__name__}")
+    W = as_operator(W, "W")
     if not hasattr(h, "shape") or not hasattr(h, "dtype"):
         h = np.asarray(h)
     if h.dtype.kind not in "fiub":

@@ -33,10 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import to_numpy
+from .._backend import is_cupy_array, to_numpy
 from .._memory import check_elements
 from .._validation import check_choice, check_finite, check_positive_int, check_rng
 from ..operators import ConvOperator, LinearOperator
+from ..operators.matrix import as_operator
 
 __all__ = ["singular_values", "frame_bounds"]
 
@@ -183,7 +184,7 @@ def _select(s: np.ndarray, k: int | None, which: str) -> np.ndarray:
 def _check_W(W: Any) -> Any:
     if isinstance(W, LinearOperator):
         return W
-    if hasattr(W, "ndim") and hasattr(W, "dtype"):
+    if isinstance(W, np.ndarray) or is_cupy_array(W):
         if W.ndim != 2:
             raise ValueError(
                 f"parameter 'W' must be an operator or a 2-D matrix; got an array of shape "
@@ -193,10 +194,7 @@ def _check_W(W: Any) -> Any:
             raise TypeError(f"parameter 'W' must be real; got dtype {W.dtype}")
         check_finite("W", W)
         return to_numpy(W).astype(np.float64)
-    raise TypeError(
-        f"parameter 'W' must be a modelcs LinearOperator (e.g. ConvOperator) or a 2-D array; "
-        f"got {type(W).__name__}"
-    )
+    return as_operator(W, "W")
 
 
 def singular_values(

@@ -33,6 +33,7 @@ import numpy as np
 from .._backend import get_array_module, to_numpy
 from .._validation import as_batch, as_real_array, check_finite
 from ..operators import ConvOperator, LinearOperator
+from ..operators.matrix import as_operator
 from ._pooling import pool_geometry, pooling_windows
 from .crelu import crelu_pool
 
@@ -86,8 +87,13 @@ def theorem_a5_bound(
     >>> float(theorem_a5_bound(W, c)) >= 0
     True
     """
-    if not isinstance(W, LinearOperator):
-        raise TypeError(f"parameter 'W' must be a modelcs LinearOperator; got {type(W).__name__}")
+    W = as_operator(W, "W")
+    if len(W.out_shape) < 2:
+        raise TypeError(
+            f"parameter 'W' has flat outputs (out_shape {W.out_shape}); the Theorem A.5 bound "
+            "needs a ConvOperator (or an operator with out_shape (K, *n)): its assumptions are "
+            "per filter and pooling region"
+        )
     coef = as_real_array("coef", coef)
     cb, kind = as_batch("coef", coef, W.out_shape, flat=False)
     batched = kind == "batch"

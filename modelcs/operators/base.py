@@ -465,7 +465,7 @@ class _VStack(LinearOperator):
         return total
 
 
-def vstack(operators: Sequence[LinearOperator]) -> LinearOperator:
+def vstack(operators: Sequence[Any]) -> LinearOperator:
     r"""Stack operators with the same input shape: ``[A; B; ...]``.
 
     .. math::
@@ -496,6 +496,10 @@ def vstack(operators: Sequence[LinearOperator]) -> LinearOperator:
     >>> P.out_shape
     (8, 8)
     """
+    from .matrix import as_operator  # noqa: PLC0415
+
+    if isinstance(operators, (list, tuple)):
+        operators = [as_operator(o, f"operators[{i}]") for i, o in enumerate(operators)]
     return _VStack(operators)
 
 

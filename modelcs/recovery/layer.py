@@ -103,6 +103,11 @@ def cnn_layer_pooled(W: Any, x: Any, model: ModelSparse, *, relu: bool = False) 
         raise TypeError(
             f"parameter 'model' must be a ModelSparse with pool=...; got {model!r}"
         )
+    if len(as_operator(W, "W").out_shape) < 2:
+        raise TypeError(
+            "parameter 'W' has flat codes: pooling regions need a ConvOperator or an operator "
+            "with out_shape (K, *n), e.g. MatrixOperator(A, out_shape=(K, n))"
+        )
     W, h, batched, like = _layer(W, x, model, relu)
     out = model.pooled(h, batched=batched)
     return to_torch_like(out, like) if like is not None else out

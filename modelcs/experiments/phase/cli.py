@@ -144,7 +144,7 @@ def summary(res: PhaseTransitionResult) -> str:
         row_name = "   m"
     lines = [
         f"phase transition: {head} trials={res.trials} "
-        f"seed={res.seed} ({res.backend}, {res.elapsed:.1f} s)",
+        f"seed={res.root_seed} ({res.backend}, {res.elapsed:.1f} s)",
         "k at 50% success (interpolated; '>=' means never below 50% on the grid):",
         row_name + "  meas/code  " + "".join(f"{a:>13}" for a in res.algorithms),
     ]

@@ -18,12 +18,12 @@ class PhaseTransitionResult:
     """Outcome of :func:`~modelcs.phase_transition`.
 
     The fields are the constructor's parameters: the sweep's grid and settings (``K``,
-    ``l``, ``D``, ``ks``, ``channels``, ``algorithms``, ``trials``, ``seed``,
+    ``l``, ``D``, ``ks``, ``channels``, ``algorithms``, ``trials``, ``root_seed``,
     ``success_tol``, ``operator``, ``n``), then its measurements.
 
     Parameters
     ----------
-    K, l, D, ks, channels, algorithms, trials, seed, success_tol
+    K, l, D, ks, channels, algorithms, trials, success_tol
         The sweep's settings, as passed to :func:`~modelcs.phase_transition`.
     operator : str
         The operator family: ``"conv"`` (``Phi = W.T``; rows are input channels ``M``),
@@ -35,7 +35,7 @@ class PhaseTransitionResult:
     channels : tuple of int
         The row parameter of the grid: input channels ``M`` for ``"conv"``, numbers of
         measurements ``m`` otherwise.
-    seed : int
+    root_seed : int
         The root seed every cell's randomness was derived from (recorded also when
         ``rng`` was ``None`` or a Generator, so a sweep can be repeated exactly).
     counts : ndarray of int, shape ``(len(algorithms), len(channels), len(ks))``
@@ -69,7 +69,7 @@ class PhaseTransitionResult:
     channels: tuple[int, ...]
     algorithms: tuple[str, ...]
     trials: int
-    seed: int
+    root_seed: int
     success_tol: float
     counts: np.ndarray
     median_error: np.ndarray
@@ -142,7 +142,7 @@ class PhaseTransitionResult:
             "channels": list(self.channels),
             "algorithms": list(self.algorithms),
             "trials": self.trials,
-            "seed": self.seed,
+            "seed": self.root_seed,
             "success_tol": self.success_tol,
             "counts": self.counts.tolist(),
             "success": self.success.tolist(),
@@ -180,7 +180,7 @@ class PhaseTransitionResult:
             channels=tuple(int(v) for v in d["channels"]),
             algorithms=tuple(str(a) for a in d["algorithms"]),
             trials=int(d["trials"]),
-            seed=int(d["seed"]),
+            root_seed=int(d["seed"]),
             success_tol=float(d["success_tol"]),
             counts=counts,
             median_error=med.reshape(counts.shape),

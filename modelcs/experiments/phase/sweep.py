@@ -268,7 +268,7 @@ def phase_transition(
         code_size = int(np.prod(fam.operator(rows[0], root).in_shape))
     return PhaseTransitionResult(
         K=fam.K, l=fam.l, D=fam.D, ks=kt, channels=rows, algorithms=at, trials=trials,
-        seed=root, success_tol=float(success_tol),
+        root_seed=root, success_tol=float(success_tol),
         counts=np.array([o[0] for o in out], dtype=np.int64).reshape(shape),
         median_error=np.array([o[1] for o in out], dtype=float).reshape(shape),
         cell_seconds=np.array([o[2] for o in out], dtype=float).reshape(shape),
