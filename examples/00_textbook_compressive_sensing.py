@@ -1,4 +1,5 @@
-"""00 - The textbook problem: recover a k-sparse vector from y = A x with a Gaussian A.
+"""The textbook problem: recover a k-sparse vector from y = A x with a Gaussian A.
+================================================================================
 
 The first lesson of compressive sensing, with a plain NumPy matrix: A is m x n = 60 x 200
 with unit-norm Gaussian columns, x has k = 8 nonzeros, and we measure y = A x (60 numbers for

@@ -32,10 +32,12 @@ _LAZY: dict[str, str] = {
     "crelu_pool": "frames",
     "frame_bounds": "frames",
     "pairing_cosines": "frames",
+    "pairing_partners": "frames",
     "pinv_reconstruct": "frames",
     "reconstruction_ratio": "frames",
     "singular_values": "frames",
     "theorem_a5_bound": "frames",
+    "theorem_a5_terms": "frames",
     "theorem_c1_ratio": "frames",
     "BlockSparse": "models",
     "ModelSparse": "models",
@@ -66,6 +68,7 @@ _LAZY: dict[str, str] = {
     "preimage_kind": "preimages",
     "preimage_point": "preimages",
     "coherence": "mutual_coherence",
+    "coherence_pair": "mutual_coherence",
     "estimate_delta": "rip",
     "rip_ratios": "rip",
     "theorem31_condition": "theory",
@@ -100,10 +103,12 @@ if TYPE_CHECKING:  # static analysers see the real objects
     from .frames import crelu_pool as crelu_pool
     from .frames import frame_bounds as frame_bounds
     from .frames import pairing_cosines as pairing_cosines
+    from .frames import pairing_partners as pairing_partners
     from .frames import pinv_reconstruct as pinv_reconstruct
     from .frames import reconstruction_ratio as reconstruction_ratio
     from .frames import singular_values as singular_values
     from .frames import theorem_a5_bound as theorem_a5_bound
+    from .frames import theorem_a5_terms as theorem_a5_terms
     from .frames import theorem_c1_ratio as theorem_c1_ratio
     from .inversion import InversionResult as InversionResult
     from .inversion import invert_network as invert_network
@@ -112,6 +117,7 @@ if TYPE_CHECKING:  # static analysers see the real objects
     from .models import TopKSparse as TopKSparse
     from .models import sample_model_sparse as sample_model_sparse
     from .mutual_coherence import coherence as coherence
+    from .mutual_coherence import coherence_pair as coherence_pair
     from .operators.base import LinearOperator as LinearOperator
     from .operators.base import MaskedOperator as MaskedOperator
     from .operators.base import dottest as dottest

@@ -27,7 +27,7 @@ from ._validation import as_int_tuple, check_positive_int
 from .operators.base import LinearOperator
 from .operators.conv import ConvOperator
 
-__all__ = ["coherence", "coherence_both"]
+__all__ = ["coherence", "coherence_pair", "coherence_both"]
 
 
 @dataclass
@@ -149,8 +149,7 @@ def coherence(
     stride: int | Sequence[int] = 1,
     padding: Any = "valid",
     groups: int | None = None,
-    return_pair: bool = False,
-) -> Any:
+) -> float:
     """Coherence ``mu = max_{r != s} |<w_r, w_s>|`` of the unit-normalised rows of ``W``.
 
     Footnote 12 of the invertibility paper (Tables 4 and 6).  Rows of ``W`` are the shifted
@@ -189,13 +188,11 @@ def coherence(
         rows of different groups read disjoint channels and are orthogonal, so ``mu`` is
         the largest within-group value (0 between the single filters of a depthwise
         layer with ``shifts=False``).
-    return_pair : bool, default False
-        Also return the flat row indices ``(r, s)`` of ``W`` attaining the maximum (rows
-        are the C-order flattening of ``(K, *n)``; with ``shifts=False``, filter indices).
 
     Returns
     -------
-    float, or ``(float, (int, int))`` with ``return_pair=True``.
+    float
+        The coherence (:func:`coherence_pair` also gives the rows attaining it).
 
     Examples
     --------
@@ -210,10 +207,46 @@ def coherence(
     >>> 0.1 < coherence(W, shifts=False) < coherence(W) < 0.3
     True
     """
+    return coherence_pair(W_or_filters, shifts=shifts, input_shape=input_shape, stride=stride,
+                          padding=padding, groups=groups)[0]
+
+
+def coherence_pair(
+    W_or_filters: Any,
+    *,
+    shifts: bool = True,
+    input_shape: int | Sequence[int] | None = None,
+    stride: int | Sequence[int] = 1,
+    padding: Any = "valid",
+    groups: int | None = None,
+) -> tuple[float, tuple[int, int]]:
+    """The coherence of :func:`coherence` and the pair of rows of ``W`` that attains it.
+
+    Parameters
+    ----------
+    W_or_filters, shifts, input_shape, stride, padding, groups
+        As for :func:`coherence`.
+
+    Returns
+    -------
+    mu : float
+        The coherence.
+    pair : tuple of int
+        Flat row indices ``(r, s)`` of ``W`` attaining the maximum (rows are the C-order
+        flattening of ``(K, *n)``; with ``shifts=False``, filter indices).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> w = np.zeros((3, 1, 2)); w[0, 0] = [1, 0]; w[1, 0] = [0, 1]; w[2, 0] = [1, 1]
+    >>> mu, (r, s) = coherence_pair(w, shifts=False)
+    >>> round(mu, 4), sorted((r, s))
+    (0.7071, [0, 2])
+    """
     if not isinstance(shifts, (bool, np.bool_)):
         raise TypeError(f"parameter 'shifts' must be a bool; got {shifts!r}")
     best, _ = _coherence(W_or_filters, bool(shifts), input_shape, stride, padding, groups)
-    return best if return_pair else best[0]
+    return best
 
 
 def coherence_both(

@@ -199,12 +199,16 @@ def _x0(W):
 
 CONV_ONLY = [
     ("coherence", lambda W: modelcs.coherence(W)),
+    ("coherence_pair", lambda W: modelcs.coherence_pair(W)),
     ("l1_support_recovery", lambda W: modelcs.l1_support_recovery(W, _x0(W), 0.01, pool=2)),
     ("cnn_layer_pooled",
      lambda W: modelcs.cnn_layer_pooled(W, _x0(W), ModelSparse(None, pool=2))),
     ("crelu_pool", lambda W: modelcs.crelu_pool(W, _x0(W), pool=2)),
     ("theorem_a5_bound",
      lambda W: modelcs.theorem_a5_bound(W, np.eye(2, 6) if isinstance(W, ConvOperator)
+                                        else np.eye(2, 6).ravel())),
+    ("theorem_a5_terms",
+     lambda W: modelcs.theorem_a5_terms(W, np.eye(2, 6) if isinstance(W, ConvOperator)
                                         else np.eye(2, 6).ravel())),
 ]
 

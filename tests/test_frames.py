@@ -22,10 +22,12 @@ from modelcs import (
     crelu_pool,
     frame_bounds,
     pairing_cosines,
+    pairing_partners,
     pinv_reconstruct,
     reconstruction_ratio,
     singular_values,
     theorem_a5_bound,
+    theorem_a5_terms,
     theorem_c1_ratio,
 )
 from modelcs.frames.pinv import ConvergenceWarning
@@ -149,7 +151,7 @@ def test_crelu_pool_bad_inputs(rng):
     W = ConvOperator.random(2, 2, 3, 10, rng=0)
     x = rng.standard_normal((2, 10))
     with pytest.raises(TypeError, match="'W'"):
-        crelu_pool(np.eye(3), x)
+        crelu_pool("not an operator", x)  # matrices are accepted (as_operator)
     with pytest.raises(ValueError, match="'x' has shape"):
         crelu_pool(W, x[:, :5])
     with pytest.raises(ValueError, match="'pool'"):
@@ -421,7 +423,7 @@ def test_theorem_a5_windowed_pooling():
     x = W.T @ c
     p = crelu_pool(W, x, pool=4)
     r = reconstruction_ratio(x, pinv_reconstruct(W, p.code, support=p.support), batched=True)
-    bound, lmin, ltmax = theorem_a5_bound(W, c, pool=4, full=True)
+    bound, lmin, ltmax = theorem_a5_terms(W, c, pool=4)
     assert (r <= bound * (1 + 1e-9) + 1e-9).all()
     assert (lmin > 0).all() and (ltmax > 0).all()
 
@@ -430,7 +432,7 @@ def test_pinv_reconstruct_bad_inputs(rng):
     W = ConvOperator.random(2, 3, 3, 12, rng=0)
     h = W @ rng.standard_normal((3, 12))
     with pytest.raises(TypeError, match="'W'"):
-        pinv_reconstruct(np.eye(3), h)
+        pinv_reconstruct("not an operator", h)  # matrices are accepted (as_operator)
     with pytest.raises(ValueError, match="'h' has shape"):
         pinv_reconstruct(W, h[:, :3])
     with pytest.raises(ValueError, match="non-finite"):
@@ -527,7 +529,7 @@ def test_theorem_c1_values_and_errors():
 # ------------------------------------------------------------------------------ pairing
 def test_pairing_cosines_against_loops(rng):
     w = rng.standard_normal((7, 3, 2, 2))
-    mu, idx = pairing_cosines(w, return_index=True)
+    mu, idx = pairing_partners(w)
     for i in range(7):
         best = min(
             (float(np.vdot(w[i], w[j]) / np.linalg.norm(w[i]) / np.linalg.norm(w[j])), j)

@@ -18,7 +18,7 @@ from reference import dense_conv_matrix
 
 from modelcs import ConvOperator
 from modelcs.models import BlockSparse, ModelSparse, TopKSparse
-from modelcs.mutual_coherence import coherence, coherence_both
+from modelcs.mutual_coherence import coherence, coherence_both, coherence_pair
 from modelcs.rip import estimate_delta, rip_ratios
 from modelcs.theory import theorem31_condition, theorem33_bound
 
@@ -66,7 +66,7 @@ def test_coherence_equals_dense_rows_brute_force():
         W = ConvOperator(w, D, stride=t, padding=pad, groups=g)
         if W.shape[0] < 2:
             continue
-        mu, (r1, r2) = coherence(W, return_pair=True)
+        mu, (r1, r2) = coherence_pair(W)
         ref = brute_coherence(w.astype(np.float64), D, t, pad, g)
         tol = 1e-5 if w.dtype == np.float32 else 1e-12
         assert mu == pytest.approx(ref, abs=tol), (w.shape, D, t, pad, g)
@@ -82,7 +82,7 @@ def test_coherence_equals_dense_rows_brute_force():
 @pytest.mark.parametrize("shape", [(5, 3, 4), (6, 2, 3, 2)])
 def test_coherence_without_shifts_brute_force(shape, rng):
     w = rng.standard_normal(shape)
-    mu, (a, b) = coherence(w, shifts=False, return_pair=True)
+    mu, (a, b) = coherence_pair(w, shifts=False)
     assert mu == pytest.approx(brute_coherence(w, None, 1, "valid", shifts=False), abs=1e-12)
     fa, fb = w[a].ravel(), w[b].ravel()
     assert a != b

@@ -12,7 +12,13 @@ Submodules: :mod:`.crelu` (CReLU, pooled CReLU with switches),
 from .crelu import PooledCReLU, crelu, crelu_inverse, crelu_pool
 from .pinv import pinv_reconstruct, reconstruction_ratio
 from .spectrum import frame_bounds, singular_values
-from .theory import pairing_cosines, theorem_a5_bound, theorem_c1_ratio
+from .theory import (
+    pairing_cosines,
+    pairing_partners,
+    theorem_a5_bound,
+    theorem_a5_terms,
+    theorem_c1_ratio,
+)
 
 __all__ = [
     "PooledCReLU",
@@ -21,9 +27,11 @@ __all__ = [
     "crelu_pool",
     "frame_bounds",
     "pairing_cosines",
+    "pairing_partners",
     "pinv_reconstruct",
     "reconstruction_ratio",
     "singular_values",
     "theorem_a5_bound",
+    "theorem_a5_terms",
     "theorem_c1_ratio",
 ]

@@ -37,7 +37,13 @@ from ..operators.matrix import as_operator
 from ._pooling import pool_geometry, pooling_windows
 from .crelu import crelu_pool
 
-__all__ = ["theorem_a5_bound", "theorem_c1_ratio", "pairing_cosines"]
+__all__ = [
+    "theorem_a5_bound",
+    "theorem_a5_terms",
+    "theorem_c1_ratio",
+    "pairing_cosines",
+    "pairing_partners",
+]
 
 
 def _gram_eigs(rows: Any) -> Any:
@@ -54,7 +60,6 @@ def theorem_a5_bound(
     pool: Any = None,
     stride: Any = None,
     rtol: float | None = None,
-    full: bool = False,
 ) -> Any:
     """Theorem A.5 bound ``sqrt((lambda_tilde_max - lambda_min) / lambda_min)`` for ``x = W^T c``.
 
@@ -70,12 +75,11 @@ def theorem_a5_bound(
     rtol : float, optional
         Eigenvalues ``<= rtol**2 * lambda_max(W_x)`` count as zero (default
         ``R * eps(float64)`` on singular values, ``R`` = size of ``x``).
-    full : bool
-        Also return ``lambda_min`` and ``lambda_tilde_max``.
 
     Returns
     -------
-    bound (float, or array ``(B,)``), or ``(bound, lambda_min, lambda_tilde_max)``.
+    bound : float, or array ``(B,)``
+        (:func:`theorem_a5_terms` also returns ``lambda_min`` and ``lambda_tilde_max``.)
     The reconstruction ratio of Algorithm 2 on ``x`` never exceeds ``bound``.
 
     Examples
@@ -85,6 +89,47 @@ def theorem_a5_bound(
     >>> W = ConvOperator.random(3, 2, 3, 9, normalized=True, rng=0)
     >>> c = np.zeros(W.out_shape); c[0, 1] = 1.0; c[2, 5] = -0.5
     >>> float(theorem_a5_bound(W, c)) >= 0
+    True
+    """
+    return theorem_a5_terms(W, coef, pool=pool, stride=stride, rtol=rtol)[0]
+
+
+def theorem_a5_terms(
+    W: LinearOperator,
+    coef: Any,
+    *,
+    pool: Any = None,
+    stride: Any = None,
+    rtol: float | None = None,
+) -> tuple[Any, Any, Any]:
+    """Theorem A.5 bound ``sqrt((lambda_tilde_max - lambda_min) / lambda_min)`` for ``x = W^T c``.
+
+    Parameters
+    ----------
+    W : LinearOperator ``(K, *n) <- (M, *D)`` (e.g. ConvOperator)
+    coef : array ``W.out_shape`` or a batch ``(B, *W.out_shape)``
+        Coefficients ``c`` of assumption (S1): ``x = sum c_i^j w_i^j = W^T c`` with at most one
+        nonzero per filter and pooling region (checked).
+    pool, stride :
+        The pooling of :func:`crelu_pool`; regions must not overlap (``stride >= pool``) and
+        every nonzero coefficient must lie in a region.
+    rtol : float, optional
+        Eigenvalues ``<= rtol**2 * lambda_max(W_x)`` count as zero (default
+        ``R * eps(float64)`` on singular values, ``R`` = size of ``x``).
+
+    Returns
+    -------
+    bound, lambda_min, lambda_tilde_max : float, or arrays ``(B,)``
+        The bound of :func:`theorem_a5_bound` and the two eigenvalues it is made of.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from modelcs import ConvOperator
+    >>> W = ConvOperator.random(3, 2, 3, 9, normalized=True, rng=0)
+    >>> c = np.zeros(W.out_shape); c[0, 1] = 1.0; c[2, 5] = -0.5
+    >>> bound, lam_min, lam_tmax = theorem_a5_terms(W, c)
+    >>> bool(lam_min > 0) and bound == theorem_a5_bound(W, c)
     True
     """
     W = as_operator(W, "W")
@@ -172,7 +217,7 @@ def theorem_a5_bound(
         )
     if not batched:
         bound, lam_min, lam_tmax = float(bound[0]), float(lam_min[0]), float(lam_tmax[0])
-    return (bound, lam_min, lam_tmax) if full else bound
+    return bound, lam_min, lam_tmax
 
 
 def theorem_c1_ratio(D: int, Ds: int, *, exact: bool = False) -> float:
@@ -235,26 +280,50 @@ def theorem_c1_ratio(D: int, Ds: int, *, exact: bool = False) -> float:
     )
 
 
-def pairing_cosines(filters: Any, *, return_index: bool = False) -> Any:
+def pairing_cosines(filters: Any) -> Any:
     """Pairing statistic of CReLU Sec. 2.1: ``mu_i = min_{j != i} <phi_i, phi_j>`` (unit norm).
 
     Parameters
     ----------
     filters : array ``(K, ...)`` (each filter flattened) or a ConvOperator (its filters)
-    return_index : bool
-        Also return the index of each filter's pairing filter ``argmin_j <phi_i, phi_j>``.
 
     Returns
     -------
-    mu : array ``(K,)`` (and the indices).  Random Gaussian filters in dimension ``d`` give
-    ``mu`` near ``-sqrt(2 log K / d)``; trained first layers are much more negative
-    (paper, Fig. 2).
+    mu : array ``(K,)``
+        (:func:`pairing_partners` also returns the partner indices.)  Random Gaussian
+        filters in dimension ``d`` give ``mu`` near ``-sqrt(2 log K / d)``; trained first
+        layers are much more negative (paper, Fig. 2).
 
     Examples
     --------
     >>> import numpy as np
     >>> pairing_cosines(np.array([[1.0, 0.0], [-1.0, 0.1], [0.0, 1.0]])).round(3)
     array([-0.995, -0.995,  0.   ])
+    """
+    return pairing_partners(filters)[0]
+
+
+def pairing_partners(filters: Any) -> tuple[Any, Any]:
+    """:func:`pairing_cosines` and each filter's partner ``argmin_{j != i} <phi_i, phi_j>``.
+
+    Parameters
+    ----------
+    filters : array ``(K, ...)`` or a ConvOperator
+        As for :func:`pairing_cosines`.
+
+    Returns
+    -------
+    mu : array ``(K,)``
+        The pairing cosines.
+    idx : int array ``(K,)``
+        The index of each filter's most anti-aligned partner.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mu, idx = pairing_partners(np.array([[1.0, 0.0], [-1.0, 0.1], [0.0, 1.0]]))
+    >>> idx.tolist()
+    [1, 0, 0]
     """
     if isinstance(filters, ConvOperator):
         filters = filters.filters
@@ -282,4 +351,4 @@ def pairing_cosines(filters: Any, *, return_index: bool = False) -> Any:
     G[xp.arange(K), xp.arange(K)] = xp.inf
     idx = xp.argmin(G, axis=1)
     mu = G[xp.arange(K), idx]
-    return (mu, idx) if return_index else mu
+    return mu, idx
