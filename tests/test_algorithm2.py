@@ -71,3 +71,15 @@ def test_errors():
         l1_support_recovery(W, x, -0.1, pool=2)
     with pytest.raises(ValueError, match="parameter 'by'"):
         l1_support_recovery(W, x, 0.1, pool=2, by="max")
+
+
+def test_a_bad_x_is_called_x():
+    W = ConvOperator.random(4, 2, (3, 3), (8, 8), rng=0)
+    with pytest.raises(ValueError, match="parameter 'x' has shape"):
+        l1_support_recovery(W, np.ones((3, 8, 8)), 0.1, pool=2)
+    bad = np.ones(W.in_shape)
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="parameter 'x' contains"):
+        l1_support_recovery(W, bad, 0.1, pool=2)
+    with pytest.raises(TypeError, match="parameter 'x'.*complex"):
+        l1_support_recovery(W, np.ones(W.in_shape, dtype=complex), 0.1, pool=2)

@@ -339,3 +339,14 @@ def test_iht_never_modifies_y_even_if_operator_returns_its_input():
     res = iht(Phi, Y, ModelSparse(2), max_iter=5)
     np.testing.assert_array_equal(Y, Y0)
     np.testing.assert_array_equal(res.z, ModelSparse(2).project(Y0, batched=True))
+
+
+def test_complex_z0_is_refused_like_complex_y():
+    W = ConvOperator.random(6, 2, 3, 10, rng=0)
+    y = W.T @ ModelSparse(2).sample(W.out_shape, rng=1)
+    with pytest.raises(TypeError, match="'z0'.*complex"):
+        iht(W.T, y, ModelSparse(2), z0=np.ones(W.out_shape, dtype=complex))
+    with pytest.raises(TypeError, match="'y'.*complex"):
+        iht(W.T, y.astype(complex), ModelSparse(2))
+    with pytest.raises(TypeError, match="'z0'.*complex"):
+        cosamp(W.T, y, ModelSparse(2), z0=np.ones(W.out_shape, dtype=complex))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import cvxpy as cp
 import numpy as np
 import pytest
 from sklearn.linear_model import Lasso
 
-from modelcs import ConvOperator, lasso
+from modelcs import ConvOperator, LassoScaleWarning, lasso
 from modelcs.recovery.lasso import lasso_lambda_max, operator_norm_sq
 
 
@@ -123,3 +125,36 @@ def test_errors():
         lasso(W.T, np.ones((2, *W.in_shape)), np.ones(3))
     with pytest.raises(ValueError, match="parameter 'tol'"):
         lasso(W.T, y, 0.1, tol=-1.0)
+
+
+def test_lam_maps_to_sklearn_alpha_times_m():
+    # lasso(X, y, lam) and sklearn.linear_model.Lasso(alpha=lam / m) are the same problem
+    rng = np.random.default_rng(3)
+    m, n = 30, 50
+    X = rng.standard_normal((m, n))
+    y = rng.standard_normal(m)
+    alpha = 0.05
+    sk = Lasso(alpha=alpha, fit_intercept=False, tol=1e-14, max_iter=100000).fit(X, y)
+    res = lasso(X, y, alpha * m, tol=1e-14, max_iter=100000)
+    np.testing.assert_allclose(res.z, sk.coef_, atol=1e-6)
+    assert np.count_nonzero(res.z) == np.count_nonzero(sk.coef_)
+
+
+def test_extreme_scales_are_normalised_or_reported():
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((20, 40)) / np.sqrt(20)
+    z = np.zeros(40)
+    z[[2, 9, 31]] = [1.0, -2.0, 0.5]
+    ref = lasso(A, A @ z, 1e-3, tol=1e-10)
+    for s in (1e300, 1e-300):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = lasso(A, s * (A @ z), s * 1e-3, tol=1e-10)
+        assert np.isfinite(res.z).all() and np.isfinite(res.rel_gap)
+        np.testing.assert_allclose(res.z / s, ref.z, rtol=1e-6, atol=1e-12)
+        overflow = [w for w in caught if issubclass(w.category, LassoScaleWarning)]
+        if s > 1:  # 0.5 * ||y||^2 overflows float64: said clearly, never a silent inf/NaN
+            assert overflow and "overflow" in str(overflow[0].message)
+            assert np.isinf(res.objective)
+        else:
+            assert not overflow and res.objective == pytest.approx(s * s * ref.objective)

@@ -345,3 +345,19 @@ def test_support_sum2_brute_force(shape, pool, k):
     assert (T.reshape(3, -1).sum(1) == min(4, math.prod(shape))).all()
     Bm = BlockSparse(1).support_sum(Z, 2)
     assert (Bm.reshape(3, shape[0], -1).all(axis=2).sum(1) == min(2, shape[0])).all()
+
+
+def test_sample_refuses_integer_and_boolean_dtypes():
+    for dt in (int, np.int32, bool):
+        with pytest.raises(TypeError, match="floating dtype"):
+            ModelSparse(2).sample((5, 3), 4, dtype=dt)
+    assert ModelSparse(2).sample((5, 3), 4, dtype=np.float32, rng=0).dtype == np.float32
+
+
+def test_public_seams_match_the_checked_projection(rng):
+    z = rng.standard_normal((3, 4, 9))
+    for m in (ModelSparse(3), ModelSparse(2, pool=3), TopKSparse(5), BlockSparse(2)):
+        assert m.check_code_shape((4, 9)) == (4, 9)
+        np.testing.assert_array_equal(m.project_batch(z), m.project(z, batched=True))
+        s = m.support_sum(z, 2)
+        assert s.dtype == bool and s.shape == z.shape

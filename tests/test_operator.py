@@ -394,3 +394,19 @@ def test_cache_is_per_dtype_and_filters_untouched(rng):
     assert math.isclose(float(np.abs(W @ x32.astype(np.float64)).sum()),
                         float(np.abs(W.to_dense() @ x32.ravel().astype(np.float64)).sum()),
                         rel_tol=1e-12)
+
+
+def test_dottest_refuses_an_empty_batch():
+    W = ConvOperator.random(3, 2, 3, 8, rng=0)
+    with pytest.raises(ValueError, match="'batch'"):
+        dottest(W, batch=0)
+    assert dottest(W, batch=2) < 1e-12
+
+
+def test_operator_norm_is_cached_on_the_operator():
+    W = ConvOperator.random(4, 3, 3, 12, rng=0)
+    exact = np.linalg.norm(W.to_dense(), 2)
+    assert W.norm() == pytest.approx(exact, rel=1e-3)
+    assert W.T.norm() == W.norm() and (2.5 * W).norm() == pytest.approx(2.5 * W.norm())
+    with pytest.raises(TypeError, match="to_dense"):
+        np.asarray(W)

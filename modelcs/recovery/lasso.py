@@ -386,6 +386,8 @@ def lasso(
     rfin = to_numpy(batch_norms(yb - Phi @ z_fin))
     hist_a = np.array(hist)
 
+    # scale-free relative gap, before any rescaling can overflow objective and gap
+    gap_rel = np.divide(gap_out, obj_out, out=np.zeros_like(gap_out), where=obj_out > 0)
     if extreme.any():
         zs = xp.asarray(scale.astype(dt)).reshape((B,) + (1,) * len(Phi.in_shape))
         z_lasso = z_lasso * zs
@@ -409,7 +411,6 @@ def lasso(
     def _ret(a: Any) -> Any:
         return a if prep.kind == "batch" else a[0].item()
 
-    gap_rel = np.divide(gap_out, obj_out, out=np.zeros_like(gap_out), where=obj_out > 0)
     res = LassoResult(
         z=prep.code(z_fin),
         n_iter=_ret(it_out),
