@@ -29,7 +29,7 @@ from modelcs import ConvOperator, ModelSparse, coherence, estimate_delta, rip_ra
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--out", default="examples-output", help="output directory")
     args = parser.parse_args()
     small = os.environ.get("MODELCS_EXAMPLE_SMALL") == "1"

@@ -57,7 +57,7 @@ def band(ax, hist, label, color):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--out", default="examples-output/")
     args = parser.parse_args()
     small = os.environ.get("MODELCS_EXAMPLE_SMALL") == "1"

@@ -33,7 +33,7 @@ from modelcs.experiments.phase import local_cluster, phase_transition, summary
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     ap.add_argument("--out", default="examples-output", help="directory for the figure")
     ap.add_argument("--workers", type=int, default=0,
                     help="also run on a Dask LocalCluster with this many worker processes")

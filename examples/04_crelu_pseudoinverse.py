@@ -174,7 +174,7 @@ def theorem_a5(rng: np.random.Generator, n_cases: int) -> tuple[np.ndarray, np.n
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--out", default="examples-output", help="output directory")
     args = parser.parse_args()
     small = os.environ.get("MODELCS_EXAMPLE_SMALL") == "1"

@@ -31,7 +31,7 @@ from modelcs import ConvOperator, ModelSparse, l1_support_recovery  # noqa: E402
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     ap.add_argument("--out", default="examples-output")
     args = ap.parse_args()
     small = os.environ.get("MODELCS_EXAMPLE_SMALL") == "1"

@@ -58,7 +58,7 @@ def first_layer(hidden, Xtr, ttr, scaler, max_iter):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--out", default="examples-output/")
     args = parser.parse_args()
     small = os.environ.get("MODELCS_EXAMPLE_SMALL") == "1"

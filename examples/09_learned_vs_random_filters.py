@@ -50,7 +50,7 @@ def weights_path() -> Path:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--out", default="examples-output")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
