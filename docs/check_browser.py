@@ -175,7 +175,7 @@ WAIT_FOR_MATHJAX = """
           rendered: document.querySelectorAll('mjx-container').length,
           raw: raw, images: document.images.length, broken: broken,
           mathjax: !!(window.MathJax && MathJax.version),
-          version: window.MathJax && MathJax.version};
+          version: (window.MathJax && MathJax.version) || null};
 })()
 """
 
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             status = "FAIL" if problems else "ok"
             failures += bool(problems)
             print(f"{status:4} {rel}: '{info['title']}', {info['maths']} maths elements "
-                  f"({info['rendered']} typeset by MathJax {info['version'] or '-'}), "
+                  f"({info['rendered']} typeset by MathJax {info.get('version') or '-'}), "
                   f"{info['images']} images; screenshot {shot}")
             for p in problems:
                 print(f"       {p}")

@@ -125,6 +125,8 @@ html_theme_options = {
     "footer_end": ["sphinx-version"],
 }
 html_sidebars = {"index": [], "design": [], "reproduction": []}
+html_context = {"default_mode": "light"}  # no empty theme mode (a console error otherwise)
+html_favicon = "_static/favicon.svg"  # browsers ask for /favicon.ico otherwise (404)
 html_show_sourcelink = False
 html_last_updated_fmt = ""
 
