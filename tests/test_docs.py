@@ -206,3 +206,32 @@ def test_gallery_headers_have_a_title():
         assert len(lines) >= 2 and set(lines[1]) == {"="} and len(lines[1]) >= len(
             lines[0].strip()
         ), f"{path.name}: the docstring must start with a title underlined by '='"
+
+
+def test_browser_check_reports_console_errors_and_offsite_requests():
+    # docs/check_browser.py (make docs-check) turns DevTools events into problems; a clean
+    # page gives none, and each kind of failure is reported
+    import check_browser
+
+    origin = "http://127.0.0.1:8000/"
+    clean = [
+        {"method": "Network.requestWillBeSent", "params": {"request": {"url": origin + "x.js"}}},
+        {"method": "Runtime.consoleAPICalled", "params": {"type": "log", "args": []}},
+        {"method": "Network.responseReceived",
+         "params": {"response": {"status": 200, "url": origin + "x.js"}}},
+    ]
+    assert check_browser.problems_from_events(clean, origin) == []
+    bad = [
+        {"method": "Network.requestWillBeSent",
+         "params": {"request": {"url": "https://cdn.example.org/mathjax.js"}}},
+        {"method": "Runtime.exceptionThrown",
+         "params": {"exceptionDetails": {"exception": {"description": "TypeError: x"}}}},
+        {"method": "Runtime.consoleAPICalled",
+         "params": {"type": "error", "args": [{"value": "boom"}]}},
+        {"method": "Network.responseReceived",
+         "params": {"response": {"status": 404, "url": origin + "missing.png"}}},
+    ]
+    problems = check_browser.problems_from_events(bad, origin)
+    assert len(problems) == 4
+    assert "leaves the local site" in problems[0] and "TypeError" in problems[1]
+    assert "boom" in problems[2] and "404" in problems[3]
