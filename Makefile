@@ -39,7 +39,7 @@ $(VENV)/.docs: $(VENV)/.test
 	touch $@
 
 demo: $(VENV)/.core
-	$(VENV)/bin/modelcs demo --out demo-output
+	$(VENV)/bin/modelcs demo --out demo-output --force
 
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check modelcs tests benchmarks examples docs

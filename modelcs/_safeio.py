@@ -7,18 +7,15 @@ header declares against a byte budget before allocating, cap what a compressed m
 may expand to, and raise one exception type, :class:`UnsafeFileError`, whose message
 names the file and the reason.
 
-Writers (:func:`write_bytes_safely`) never write through a symbolic link and never
-replace an existing file unless asked: they write a temporary file in the target folder
-and rename it into place.
+(Writing outputs safely -- never through a symbolic link, never over an existing file
+without ``--force`` -- is :func:`modelcs._cli.staged_output`.)
 """
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import stat
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from typing import IO, Any
@@ -38,7 +35,6 @@ __all__ = [
     "read_npy",
     "read_npz",
     "verify_zip_crc",
-    "write_bytes_safely",
 ]
 
 #: A compressed member (zip, HDF5 chunk or fill value) may not declare more than this many
@@ -305,42 +301,3 @@ def read_npz(path: Any, *, max_bytes: int) -> dict[str, np.ndarray]:
         zf = open_zip(path, fh, max_bytes, ".npz archive")
         with zf:
             return dict(_iter_npz(path, zf, max_bytes))
-
-
-# ---------------------------------------------------------------------------- writing
-def write_bytes_safely(path: Any, data: bytes, *, force: bool = False) -> str:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename.
-
-    Never writes through a symbolic link (the rename replaces the directory entry; with
-    ``force=False`` an existing entry of any kind -- file or link -- is refused).
-
-    Raises
-    ------
-    FileExistsError
-        ``path`` exists (or is a link) and ``force`` is false.
-    """
-    p = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(p))
-    if os.path.lexists(p):
-        if not force:
-            raise FileExistsError(f"{p} exists; pass --force (force=True) to overwrite it")
-        if os.path.isdir(p) and not os.path.islink(p):
-            raise FileExistsError(f"{p} is a directory; refusing to replace it")
-    fd, tmp = tempfile.mkstemp(prefix=".modelcs-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
-    return p
-
-
-def bytes_of_figure(fig: Any, **kwargs: Any) -> bytes:
-    """A Matplotlib figure rendered to PNG bytes (written with :func:`write_bytes_safely`)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", **kwargs)
-    return buf.getvalue()
