@@ -235,3 +235,17 @@ def test_browser_check_reports_console_errors_and_offsite_requests():
     assert len(problems) == 4
     assert "leaves the local site" in problems[0] and "TypeError" in problems[1]
     assert "boom" in problems[2] and "404" in problems[3]
+
+
+def test_gallery_scripts_do_not_raise_systemexit_on_success():
+    # sphinx-gallery executes the scripts inside the Sphinx process: a `sys.exit(main())`
+    # or `raise SystemExit(...)` under `if __name__ == "__main__":` ends the whole docs
+    # build, silently and with status 0
+    for path in [*sorted((ROOT / "examples").glob("[0-9][0-9]_*.py")), *TUTORIALS]:
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test):
+                code = ast.unparse(node)
+                assert "SystemExit" not in code and "sys.exit" not in code, (
+                    f"{path.name}: call main() without SystemExit/sys.exit at the end"
+                )
