@@ -136,9 +136,13 @@ def test_version(capsys):
 
 
 def test_subcommands_registered_explicitly_and_broken_import_fails_loudly():
-    assert [r.__module__ for r in modelcs.cli.SUBCOMMANDS] == [
-        "modelcs.experiments.figure2", "modelcs.experiments.coherence_tables",
-        "modelcs.experiments.phase.cli"]
+    mods = [r.__module__ for r in modelcs.cli.SUBCOMMANDS]
+    assert mods[:3] == ["modelcs.experiments.figure2", "modelcs.experiments.coherence_tables",
+                        "modelcs.experiments.phase.cli"]
+    assert all(m.startswith("modelcs.") for m in mods)
+    helptext = modelcs.cli.build_parser().format_help()
+    for name in ("demo", "rip", "coherence", "phase"):
+        assert name in helptext
     # a broken internal import (the old CLI skipped the subcommand and carried on)
     code = ("import sys, modelcs\n"
             "for m in ('modelcs.cli', 'modelcs.experiments.figure2',\n"
