@@ -33,7 +33,7 @@ from modelcs import TopKSparse, cosamp, iht, lasso, phase_transition
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     ap.add_argument("--out", default="examples-output", help="directory for the figure")
     ap.add_argument("--workers", type=int, default=0,
                     help="also run the sweep on a Dask LocalCluster with this many processes")
