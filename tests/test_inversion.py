@@ -151,3 +151,27 @@ def test_refusals_name_the_layer():
     pooled = network(nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2)))
     with pytest.raises(ValueError, match="switches='known' needs 'truth'"):
         invert_network(pooled, np.zeros((1, 2, 3, 3)), start="1", input_shape=(1, 8, 8))
+
+
+def test_bounds_and_result_contract():
+    from modelcs import RecoveryResult, frame_bounds, theorem_a5_bound
+
+    net = _net(nn.Conv2d(2, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), bias=[0.5])
+    x = np.random.default_rng(4).standard_normal((2, 8, 8))  # unbatched
+    fwd = net.forward(x)
+    res = invert_network(net, fwd.activations["2"][0], start="2", truth=fwd, bounds=True)
+    assert isinstance(res, RecoveryResult) and res.z.shape == (2, 8, 8) and res.x is res.z
+    assert res.n_iter == 3 and isinstance(res.converged, bool)
+    conv = res.layers[-1]
+    W = net["0"].conv.operator((2, 8, 8), dtype=np.float64)
+    assert conv["frame_bounds"] == pytest.approx(frame_bounds(W), rel=1e-6)
+    pre = fwd.activations["0"][0]
+    c = np.zeros_like(pre)
+    sw = fwd.switches["2"][0].reshape(8, -1)
+    np.put_along_axis(c.reshape(8, -1), sw, np.take_along_axis(pre.reshape(8, -1), sw, 1), 1)
+    c = np.where(c > 0, c - net["0"].conv.bias[:, None, None], 0.0)
+    want = theorem_a5_bound(W, c, pool=(2, 2), stride=(2, 2))
+    np.testing.assert_allclose(conv["theorem_a5_bound"], want, rtol=1e-8)
+    # the residual is that of the forward pass of the estimate
+    f = net.forward(res.z[None]).activations["2"][0]
+    assert res.residual_norm == pytest.approx(np.linalg.norm(f - fwd.activations["2"][0]))
