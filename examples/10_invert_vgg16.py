@@ -38,7 +38,7 @@ def main() -> None:
 
     from modelcs import invert_network
     from modelcs.adapters.network import caffe_deprocess, caffe_preprocess
-    from modelcs.experiments.vgg16 import _square, bundled_images, load_vgg16
+    from modelcs.experiments.vgg16 import bundled_images, center_square, load_vgg16
 
     path = os.path.join(args.out, "10_invert_vgg16.png")
     try:
@@ -52,7 +52,7 @@ def main() -> None:
         return
     size = 32 if small else 64
     name, image = bundled_images()[0]
-    x = caffe_preprocess(_square(image, size))[None].astype(np.float64)
+    x = caffe_preprocess(center_square(image, size))[None].astype(np.float64)
     t0 = time.perf_counter()
     fwd = net.forward(x)
     print(f"VGG16 forward on {name} {size}x{size}: {time.perf_counter() - t0:.2f} s; plain "

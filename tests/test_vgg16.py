@@ -47,7 +47,7 @@ def test_load_images_checks_its_input(tmp_path):
     out = vgg16.load_images(tmp_path)
     assert [n for n, _ in out] == ["a"]
     np.testing.assert_array_equal(out[0][1], img)
-    sq = vgg16._square(out[0][1], 4)
+    sq = vgg16.center_square(out[0][1], 4)
     assert sq.shape == (4, 4, 3) and sq.dtype == np.uint8
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "load_vgg16",
     "bundled_images",
     "load_images",
+    "center_square",
     "table4_learned",
     "figure2c_oracle",
     "vgg16_reproduction",
@@ -194,8 +195,15 @@ def _read_image(path: Path) -> np.ndarray:
     return a
 
 
-def _square(image: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop to a square and resize to ``size x size`` (Pillow, bilinear)."""
+def center_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop an ``(H, W, 3)`` image to a square and resize it to ``size x size``
+    (Pillow, bilinear), as uint8.
+
+    Examples
+    --------
+    >>> center_square(np.zeros((30, 40, 3), np.uint8), 16).shape
+    (16, 16, 3)
+    """
     from PIL import Image
 
     a = np.asarray(image)
@@ -312,7 +320,7 @@ def _per_batch(indices: Sequence[int], images: Sequence[np.ndarray],
     convs, relus, pools = _conv_pool_names(net)
     size, seed = cfg["size"], cfg["seed"]
     B = len(indices)
-    x = caffe_preprocess(np.stack([_square(im, size) for im in images])).astype(np.float64)
+    x = caffe_preprocess(np.stack([center_square(im, size) for im in images])).astype(np.float64)
     fwd = net.forward(x)
     out: list[dict[str, Any]] = [{"index": int(i)} for i in indices]
 
