@@ -128,6 +128,7 @@ html_sidebars = {"index": [], "design": [], "reproduction": []}
 html_context = {"default_mode": "light"}  # no empty theme mode (a console error otherwise)
 html_favicon = "_static/favicon.svg"  # browsers ask for /favicon.ico otherwise (404)
 html_show_sourcelink = False
+smartquotes = False  # keep command lines literal: "--out" must not become an en dash
 html_last_updated_fmt = ""
 
 # Offline: no intersphinx, and no request for a version switcher or analytics.
