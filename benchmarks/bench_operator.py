@@ -12,10 +12,15 @@ The SciPy loop and PyLops are timed on a subset of filters (and of the batch for
 which applies one column at a time) and scaled linearly; such entries are marked ``~``.
 Each peer is first checked against modelcs on the subset.
 
-modelcs columns: ``auto`` (float32 NumPy data goes to PyTorch's conv when it is installed)
-and ``numpy`` (the NumPy GEMM/FFT engines alone, as ``MODELCS_AUTO_TORCH=0`` would run).
+modelcs columns: ``auto`` (float32 NumPy data above a measured size goes to PyTorch's conv
+when it is installed) and ``numpy`` (the NumPy GEMM/FFT engines alone, as
+``modelcs.engine_policy("numpy")`` runs).
 
-Run: ``python benchmarks/bench_operator.py [--quick]``
+The engine sweep (a second table) times a forward + adjoint pair by every engine from a tiny
+layer (8 channels, 16x16, batch 1) to the S2 size, float32 and float64, and the ``auto``
+choice against the fastest: the crossovers of :mod:`modelcs.operators.policy` come from it.
+
+Run: ``python benchmarks/bench_operator.py [--quick] [--sweep-only]``
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import time
 import numpy as np
 import scipy.signal as ss
 
-from modelcs import ConvOperator
+from modelcs import ConvOperator, engine_policy
 
 #: seconds to wait before timing a function (see :func:`best_times`)
 PAUSE = 0.2
@@ -153,7 +158,8 @@ def bench_case(name, K, M, l, D, B, dtype, reps, have_torch, have_pylops, rng):
     W = ConvOperator.random(K, M, l, D, rng=0, dtype=dtype)
     x = rng.standard_normal((B, *W.in_shape)).astype(dtype)
     z = rng.standard_normal((B, *W.out_shape)).astype(dtype)
-    Wn = W.with_engine(W._choose(x, allow_torch=False))
+    with engine_policy("numpy"):
+        Wn = W.with_engine(W._choose(x))
     fns = {
         ("fwd", "auto"): lambda: W @ x,
         ("fwd", "numpy"): lambda: Wn @ x,
@@ -194,10 +200,63 @@ def bench_case(name, K, M, l, D, B, dtype, reps, have_torch, have_pylops, rng):
     return [(name.split()[0], dt, direction, res[direction], Wn.engine)
             for direction in ("fwd", "adj")]
 
+# ------------------------------------------------------------------ engine sweep
+#: (K = M, D, B, stride): from a tiny layer to the S2 size
+SWEEP = [
+    (8, 16, 1, 1), (8, 32, 8, 1), (16, 16, 1, 1), (16, 32, 4, 1), (32, 16, 1, 1),
+    (32, 32, 1, 1), (32, 56, 8, 1), (64, 15, 1, 1), (64, 32, 4, 1), (64, 56, 1, 1),
+    (128, 15, 1, 1), (128, 28, 4, 1), (256, 15, 4, 1), (512, 15, 1, 1), (512, 15, 16, 1),
+    (16, 32, 1, 2), (32, 64, 4, 2), (3, 64, 1, 2), (3, 224, 1, 2),
+]
+
+
+def sweep(reps: int, have_torch: bool) -> list[tuple]:
+    """Forward + adjoint pair per engine for each sweep size and dtype (3x3 filters)."""
+    rows = []
+    rng = np.random.default_rng(0)
+    for C, D, B, t in SWEEP:
+        K = 32 if C == 3 else C
+        for dtype in (np.float32, np.float64):
+            W = ConvOperator.random(K, C, (3, 3), (D, D), stride=t, padding=1 if C == 3
+                                    else "valid", seed=0, dtype=dtype)
+            x = rng.standard_normal((B, *W.in_shape)).astype(dtype)
+            z = rng.standard_normal((B, *W.out_shape)).astype(dtype)
+            engines = ["gemm"] + (["fft"] if t == 1 else []) + (["torch"] if have_torch else [])
+            ops = {e: W.with_engine(e) for e in ["auto", *engines]}
+            fns = {e: (lambda op=op: (op @ x, op.T @ z))
+                   for e, op in ops.items()}
+            best = best_times(fns, reps)
+            chosen = W._choose(x)
+            fastest = min(engines, key=lambda e: best[e])
+            rows.append((f"K=M={C} D={D} B={B} t={t}", np.dtype(dtype).name, best, chosen,
+                         fastest))
+            print(f"done sweep {rows[-1][0]} {rows[-1][1]}", flush=True)
+    return rows
+
+
+def print_sweep(rows: list[tuple]) -> None:
+    print()
+    print("# engine sweep: forward + adjoint pair, 3x3 filters, best of interleaved rounds")
+    hdr = (f"{'size':26} {'dtype':7} | {'gemm ms':>8} {'fft ms':>8} {'torch ms':>8} | "
+           f"{'auto ms':>8} {'auto->':>6} {'fastest':>7} {'auto/fastest':>12}")
+    print(hdr)
+    print("-" * len(hdr))
+    worst = 0.0
+    for size, dt, best, chosen, fastest in rows:
+        def ms(e: str) -> str:
+            return f"{best[e] * 1e3:8.3f}" if e in best else f"{'-':>8}"
+        ratio = best["auto"] / best[fastest]
+        worst = max(worst, ratio)
+        print(f"{size:26} {dt:7} | {ms('gemm')} {ms('fft')} {ms('torch')} | {ms('auto')} "
+              f"{chosen:>6} {fastest:>7} {ratio:12.2f}")
+    print(f"worst auto/fastest: {worst:.2f} (target <= 1.25)")
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
+    ap.add_argument("--sweep-only", action="store_true",
+                    help="only the engine sweep (tiny to S2, float32 and float64)")
     args = ap.parse_args()
     reps = 3 if args.quick else 15
 
@@ -216,6 +275,10 @@ def main() -> None:
     except ImportError:
         have_pylops = False
 
+    sweep_rows = sweep(3 if args.quick else 7, have_torch)
+    if args.sweep_only:
+        print_sweep(sweep_rows)
+        return
     rows = []
     rng = np.random.default_rng(0)
     for name, (K, M, l, D, B) in SIZES.items():
@@ -246,6 +309,7 @@ def main() -> None:
               f"{t_torch:8.2f} {t_auto / t_torch:10.2f} {t_np / t_torch:11.2f} | {sc_s} "
               f"{sc / t_auto:8.0f} | {pl_s} {pl_x}")
     print("~ = timed on a subset of filters (and batch) and scaled linearly.")
+    print_sweep(sweep_rows)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,9 @@ _LAZY: dict[str, str] = {
     "LinearOperator": "operators.base",
     "MaskedOperator": "operators.base",
     "dottest": "operators.base",
+    "engine_policy": "operators.policy",
+    "get_engine_policy": "operators.policy",
+    "set_engine_policy": "operators.policy",
     "vstack": "operators.base",
     "MatrixOperator": "operators.matrix",
     "as_operator": "operators.matrix",
@@ -123,6 +126,9 @@ if TYPE_CHECKING:  # static analysers see the real objects
     from .operators.base import dottest as dottest
     from .operators.base import vstack as vstack
     from .operators.conv import ConvOperator as ConvOperator
+    from .operators.policy import engine_policy as engine_policy
+    from .operators.policy import get_engine_policy as get_engine_policy
+    from .operators.policy import set_engine_policy as set_engine_policy
     from .operators.matrix import MatrixOperator as MatrixOperator
     from .operators.matrix import as_operator as as_operator
     from .preimages import distant_preimage_point as distant_preimage_point

@@ -410,3 +410,53 @@ def test_operator_norm_is_cached_on_the_operator():
     assert W.T.norm() == W.norm() and (2.5 * W).norm() == pytest.approx(2.5 * W.norm())
     with pytest.raises(TypeError, match="to_dense"):
         np.asarray(W)
+
+
+# ----------------------------------------------------- private filters, engine policy
+@pytest.mark.parametrize("engine", ENGINES)
+def test_mutating_callers_filters_leaves_operator_unchanged(engine, rng):
+    w = rng.standard_normal((4, 3, 3, 3))
+    W = ConvOperator(w, (7, 7), stride=2, padding=1, engine=engine)
+    x = rng.standard_normal(W.in_shape)
+    z = rng.standard_normal(W.out_shape)
+    A, _ = dense_conv_matrix(w.copy(), (7, 7), stride=2, padding=1)
+    f0, a0 = W @ x, W.T @ z                       # fills every cache
+    w *= 2.0                                      # the caller changes their array
+    w[0, 0, 0, 0] = 100.0
+    np.testing.assert_allclose(W @ x, f0, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(W.T @ z, a0, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose((W @ x).ravel(), A @ x.ravel(), atol=1e-12)
+    assert dottest(W) < 1e-12
+    assert not W.filters.flags.writeable
+    with pytest.raises(ValueError):
+        W.filters[0, 0, 0, 0] = 1.0
+
+
+def test_engine_policy_setting_and_context(rng):
+    from modelcs import engine_policy, get_engine_policy, set_engine_policy
+
+    big = ConvOperator.random(64, 64, (3, 3), (32, 32), seed=0, dtype=np.float32)
+    tiny = ConvOperator.random(8, 8, (3, 3), (16, 16), seed=0, dtype=np.float32)
+    xb = rng.standard_normal(big.in_shape).astype(np.float32)
+    xt = rng.standard_normal(tiny.in_shape).astype(np.float32)
+    assert get_engine_policy() == "auto"
+    assert tiny._choose(xt) in ("gemm", "fft")       # below the measured crossover
+    assert tiny._choose(xt.astype(np.float64)) in ("gemm", "fft")
+    if HAS_TORCH:
+        assert big._choose(xb) == "torch"
+    with engine_policy("numpy"):
+        assert get_engine_policy() == "numpy"
+        assert big._choose(xb) in ("gemm", "fft")
+        ref = big @ xb
+    assert get_engine_policy() == "auto"
+    np.testing.assert_allclose(big @ xb, ref, rtol=1e-4, atol=1e-4)
+    old = set_engine_policy("torch")
+    try:
+        assert old == "auto"
+        if HAS_TORCH:
+            assert tiny._choose(xt) == "torch"
+        assert tiny.with_engine("gemm")._choose(xt) == "gemm"   # forcing always wins
+    finally:
+        set_engine_policy(old)
+    with pytest.raises(ValueError, match="parameter 'policy'"):
+        set_engine_policy("fast")

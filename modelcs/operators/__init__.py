@@ -2,5 +2,9 @@
 
 from .base import LinearOperator, dottest, vstack
 from .conv import ConvOperator
+from .policy import engine_policy, get_engine_policy, set_engine_policy
 
-__all__ = ["LinearOperator", "ConvOperator", "vstack", "dottest"]
+__all__ = [
+    "LinearOperator", "ConvOperator", "vstack", "dottest", "engine_policy", "get_engine_policy",
+    "set_engine_policy",
+]

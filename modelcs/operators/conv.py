@@ -16,8 +16,9 @@ Engines
             when its operation count is lower (many channels, small grids).
 ``"torch"`` ``torch.nn.functional.conv{1,2}d`` / ``conv_transpose{1,2}d`` on zero-copy
             views of NumPy arrays (CPU).  Requires PyTorch.  ``"auto"`` uses it for float32
-            NumPy data when PyTorch is installed (imported lazily on first use; set the
-            environment variable ``MODELCS_AUTO_TORCH=0`` to keep ``"auto"`` NumPy-only).
+            NumPy data above a measured size when PyTorch is installed (imported lazily on
+            first use); :func:`modelcs.engine_policy` / :func:`modelcs.set_engine_policy`
+            switch that at run time (``"numpy"``: never PyTorch; ``"torch"``: always).
             On few cores, a torch call right after a NumPy BLAS call (or the reverse) can
             run 2-3x slower while the other library's worker threads spin-wait; see
             ``benchmarks/bench_operator.py``.
@@ -33,7 +34,6 @@ Engines
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,13 +44,11 @@ from .._memory import check_allocation, check_elements
 from .._padding import parse_padding as _parse_padding  # the one padding parser
 from .._validation import as_int_tuple, check_choice, check_finite, check_positive_int, check_rng
 from .base import LinearOperator
+from .policy import TORCH_MIN_FLOPS, get_engine_policy
 
 __all__ = ["ConvOperator"]
 
 _ENGINES = ("auto", "gemm", "fft", "torch", "sparse")
-# "auto" dispatches float32 NumPy inputs to PyTorch when it is installed, unless the
-# environment variable MODELCS_AUTO_TORCH is set to 0.
-_TORCH_AUTO = os.environ.get("MODELCS_AUTO_TORCH", "1") != "0"
 # largest number of multiply-adds (and index entries) the sparse-code adjoint builds at once
 _SPARSE_MAX_WORK = 1 << 24
 
@@ -187,9 +185,12 @@ class ConvOperator(LinearOperator):
             raise ImportError("engine='torch' needs PyTorch: pip install 'modelcs[torch]'")
 
         xp = get_array_module(filters)
-        self._filters = filters.astype(dtype, copy=False) if xp is not np else np.asarray(
-            filters, dtype=dtype
-        )
+        # A private copy: every cached derivative (GEMM matrices, frequency responses, torch
+        # tensors) is computed from it, so nothing the caller does to their array later can
+        # make the forward and the adjoint disagree.  NumPy's copy is also made read-only.
+        self._filters = xp.array(filters, dtype=dtype, copy=True)
+        if xp is np:
+            self._filters.flags.writeable = False
         self.ndim_spatial = d
         self.groups = groups
         self.kernel_size = l
@@ -207,7 +208,11 @@ class ConvOperator(LinearOperator):
     # ------------------------------------------------------------- properties
     @property
     def filters(self) -> Any:
-        """The filter bank ``(K, M/groups, *l)`` (as given, cast to :attr:`dtype`)."""
+        """The filter bank ``(K, M/groups, *l)``: a private copy cast to :attr:`dtype`.
+
+        Read-only for NumPy filters; changing the array passed to the constructor afterwards
+        does not change the operator (use :meth:`with_filters` for new filters).
+        """
         return self._filters
 
     @property
@@ -457,21 +462,26 @@ class ConvOperator(LinearOperator):
         return wf
 
     # ---------------------------------------------------------- engine choice
-    def _choose(self, x: Any, allow_torch: bool = True) -> str:
+    def _choose(self, x: Any) -> str:
+        """The engine for this call: the forced one, or ``"auto"``'s choice (see policy)."""
         if self.engine != "auto":
             if self.engine == "torch" and get_array_module(x) is not np:
                 return "gemm"
             return self.engine
-        if (
-            allow_torch
-            and x.dtype == np.float32
-            and get_array_module(x) is np
-            and _TORCH_AUTO
-            and has_module("torch")
-        ):
-            # oneDNN's float32 convolution is 3-6x faster than NumPy's BLAS here; in float64
-            # NumPy's FFT/GEMM paths match or beat it, so they stay in charge there.
-            return "torch"
+        policy = get_engine_policy()
+        if policy != "numpy" and get_array_module(x) is np and has_module("torch"):
+            if policy == "torch":
+                return "torch"
+            if x.dtype == np.float32:
+                # oneDNN's float32 convolution is 3-6x faster than NumPy's BLAS on real
+                # layers; below TORCH_MIN_FLOPS its per-call overhead loses to GEMM.  In
+                # float64 NumPy's FFT/GEMM paths match or beat it, so they stay in charge.
+                B = int(x.shape[0]) if x.ndim == len(self.in_shape) + 1 else 1
+                K, Mg = self._filters.shape[:2]
+                macs = B * K * Mg * math.prod(self.kernel_size) * math.prod(
+                    self.output_spatial)
+                if macs >= TORCH_MIN_FLOPS:
+                    return "torch"
         if any(s != 1 for s in self.stride):
             return "gemm"
         # operation counts per (batch item, filter, input channel)
