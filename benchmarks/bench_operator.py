@@ -223,7 +223,7 @@ def sweep(reps: int, have_torch: bool) -> list[tuple]:
             z = rng.standard_normal((B, *W.out_shape)).astype(dtype)
             engines = ["gemm"] + (["fft"] if t == 1 else []) + (["torch"] if have_torch else [])
             ops = {e: W.with_engine(e) for e in ["auto", *engines]}
-            fns = {e: (lambda op=op: (op @ x, op.T @ z))
+            fns = {e: (lambda op=op, x=x, z=z: (op @ x, op.T @ z))
                    for e, op in ops.items()}
             best = best_times(fns, reps)
             chosen = W._choose(x)
@@ -243,7 +243,7 @@ def print_sweep(rows: list[tuple]) -> None:
     print("-" * len(hdr))
     worst = 0.0
     for size, dt, best, chosen, fastest in rows:
-        def ms(e: str) -> str:
+        def ms(e: str, best: dict = best) -> str:
             return f"{best[e] * 1e3:8.3f}" if e in best else f"{'-':>8}"
         ratio = best["auto"] / best[fastest]
         worst = max(worst, ratio)

@@ -126,11 +126,11 @@ if TYPE_CHECKING:  # static analysers see the real objects
     from .operators.base import dottest as dottest
     from .operators.base import vstack as vstack
     from .operators.conv import ConvOperator as ConvOperator
+    from .operators.matrix import MatrixOperator as MatrixOperator
+    from .operators.matrix import as_operator as as_operator
     from .operators.policy import engine_policy as engine_policy
     from .operators.policy import get_engine_policy as get_engine_policy
     from .operators.policy import set_engine_policy as set_engine_policy
-    from .operators.matrix import MatrixOperator as MatrixOperator
-    from .operators.matrix import as_operator as as_operator
     from .preimages import distant_preimage_point as distant_preimage_point
     from .preimages import is_omnidirectional as is_omnidirectional
     from .preimages import linearize as linearize

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 
 import numpy as np
 import pytest
@@ -213,11 +214,12 @@ def test_iterative_extreme_singular_values(K, M, l, D, t, pad):
     np.testing.assert_allclose(singular_values(W, k=3, which="largest", method="dense"), sd[:3])
 
 
-def test_auto_uses_iterative_when_stride_does_not_divide():
+def test_auto_uses_dense_when_stride_does_not_divide_on_small_sizes():
     W = ConvOperator.random(3, 2, 3, 11, stride=2, padding="circular", rng=1)
     with pytest.raises(ValueError, match="'k' is required"):
-        singular_values(W)
+        singular_values(W, method="iterative")
     sd = np.linalg.svd(dense(W), compute_uv=False)
+    np.testing.assert_allclose(singular_values(W), sd, rtol=1e-12)   # 'auto' -> dense
     np.testing.assert_allclose(singular_values(W, k=1, which="largest"), sd[:1], rtol=1e-8)
 
 
@@ -231,7 +233,7 @@ def test_singular_values_bad_inputs():
     with pytest.raises(ValueError, match="padding='circular'"):
         singular_values(Wv, method="fft")
     with pytest.raises(ValueError, match="'k' is required"):
-        singular_values(Wv)
+        singular_values(Wv, method="iterative")
     with pytest.raises(ValueError, match="'which'"):
         singular_values(Wv, k=1, which="middle")
     with pytest.raises(ValueError, match="'method'"):
@@ -239,7 +241,7 @@ def test_singular_values_bad_inputs():
     with pytest.raises(ValueError, match="'k'"):
         singular_values(Wv, k=0)
     with pytest.raises(ValueError, match="'k'=20 is too large"):
-        singular_values(Wv, k=20)
+        singular_values(Wv, k=20, method="iterative")
     with pytest.raises(ValueError, match="'tol'"):
         singular_values(Wv, k=1, tol=2.0)
     with pytest.raises(TypeError, match="'W'"):
@@ -551,3 +553,86 @@ def test_pairing_cosines_bad_inputs():
         pairing_cosines(np.array([["a"], ["b"]]))
     with pytest.raises(ValueError, match="non-finite"):
         pairing_cosines(np.array([[1.0, np.nan], [0.0, 1.0]]))
+
+
+# ------------------------------------------- 'auto' on every geometry, Lanczos, scale
+from test_operator import CASES as OPERATOR_CASES  # noqa: E402  (the suite's geometry list)
+
+import modelcs.frames.spectrum as spectrum  # noqa: E402
+
+GEOMETRIES = [((1, 1, 1), (1,), 1, "valid", 1), ((1, 1, 1, 1), (1, 1), 1, "valid", 1),
+              ((6, 2, 3), (10,), 1, "valid", 1), *OPERATOR_CASES]
+
+
+def _geom_op(case):
+    shape, D, t, pad, g = case
+    w = np.random.default_rng(3).standard_normal(shape)
+    return ConvOperator(w, D, stride=t, padding=pad, groups=g)
+
+
+@pytest.mark.parametrize("case", GEOMETRIES, ids=[str(i) for i in range(len(GEOMETRIES))])
+@pytest.mark.parametrize("dense_max", [spectrum.DENSE_MAX, 0])   # 0: 'auto' -> Lanczos
+def test_auto_frame_bounds_and_extremes_on_every_geometry(case, dense_max, monkeypatch):
+    monkeypatch.setattr(spectrum, "DENSE_MAX", dense_max)
+    W = _geom_op(case)
+    A = dense(W)
+    sd = np.linalg.svd(A, compute_uv=False)
+    lo, hi = frame_bounds(W, rng=0, rtol=1e-6)   # one rank rule for every method
+    ev = np.linalg.eigvalsh(A.T @ A)
+    dlo, dhi = ev[ev > 1e-12 * ev.max()].min(), ev.max()
+    assert abs(lo - dlo) <= 1e-8 * dlo and abs(hi - dhi) <= 1e-8 * dhi
+    s = singular_values(W, k=1, which="both", rng=0)
+    assert abs(s[0] - sd[0]) <= 1e-8 * sd[0]
+    assert abs(s[-1] - sd[-1]) <= 1e-8 * sd[0]
+    if dense_max:
+        np.testing.assert_allclose(singular_values(W), sd, rtol=1e-9, atol=1e-12 * sd[0])
+
+
+@pytest.mark.parametrize("K, M, l, D, t, pad", [
+    (8, 8, (3, 3), (12, 12), 1, "valid"), (32, 3, (3, 3), (16, 16), 2, 1),
+    (2, 3, 3, 12, 1, "valid"), (4, 3, 3, 10, 1, "valid")])
+def test_lanczos_equals_dense_eigenvalues(K, M, l, D, t, pad):
+    W = ConvOperator.random(K, M, l, D, stride=t, padding=pad, rng=11)
+    dlo, dhi = _dense_bounds(dense(W))
+    lo, hi = frame_bounds(W, method="lanczos", rng=1, progress=False)
+    assert abs(lo - dlo) <= 1e-8 * dlo and abs(hi - dhi) <= 1e-8 * dhi
+
+
+@pytest.mark.skipif(not os.environ.get("MODELCS_SLOW"), reason="VGG size: set MODELCS_SLOW=1")
+@pytest.mark.slow
+def test_vgg_conv52_valid_smallest_singular_value():
+    w = np.random.default_rng(0).standard_normal((512, 512, 3, 3)) / np.sqrt(512 * 9)
+    s = singular_values(ConvOperator(w, (15, 15)), k=1, which="smallest", rng=0)
+    assert abs(s[0] - 0.0583) <= 5e-5   # today's ARPACK value, 3 digits published
+
+
+@pytest.mark.parametrize("scale", [1e-200, 1e-120, 1e120, 1e160, 1.0])
+@pytest.mark.parametrize("pad", ["valid", "circular"])
+def test_spectra_at_extreme_scales(scale, pad):
+    W = ConvOperator.random(3, 2, 3, 9, padding=pad, rng=2)
+    ref_lo, ref_hi = frame_bounds(W)
+    Ws = W.with_filters(W.filters * scale)
+    sd = np.linalg.svd(dense(W), compute_uv=False)
+    for method in ("auto", "lanczos", "iterative", "dense"):
+        if method == "iterative" and pad == "valid":
+            continue      # ARPACK needs 2k < n on this small Gram
+        s = singular_values(Ws, k=1, which="both", method=method, rng=0)
+        np.testing.assert_allclose(s, sd[[0, -1]] * scale, rtol=1e-7)
+        if 1e-150 < scale < 1e150:
+            lo, hi = frame_bounds(Ws, method=method, rng=0, k=2)
+            assert lo == pytest.approx(ref_lo * scale**2, rel=1e-7)
+            assert hi == pytest.approx(ref_hi * scale**2, rel=1e-7)
+        else:   # sigma^2 is not a float64: said so, naming no parameter the user did not pass
+            with pytest.raises(ValueError, match="outside the float64 range") as e:
+                frame_bounds(Ws, method=method, rng=0, k=2)
+            assert "parameter" not in str(e.value)
+    A = dense(W) * scale
+    assert singular_values(A)[0] == pytest.approx(sd[0] * scale, rel=1e-10)
+
+
+@pytest.mark.parametrize("method", ["auto", "lanczos", "iterative", "dense"])
+def test_all_zero_bank_is_a_clear_error_or_zeros(method):
+    W = ConvOperator(np.zeros((3, 2, 3)), 9)
+    with pytest.raises(ValueError, match="identically zero"):
+        frame_bounds(W, method=method)
+    np.testing.assert_array_equal(singular_values(W, k=1, method=method), [0.0, 0.0])
