@@ -218,7 +218,7 @@ def sweep(reps: int, have_torch: bool) -> list[tuple]:
         K = 32 if C == 3 else C
         for dtype in (np.float32, np.float64):
             W = ConvOperator.random(K, C, (3, 3), (D, D), stride=t, padding=1 if C == 3
-                                    else "valid", seed=0, dtype=dtype)
+                                    else "valid", rng=0, dtype=dtype)
             x = rng.standard_normal((B, *W.in_shape)).astype(dtype)
             z = rng.standard_normal((B, *W.out_shape)).astype(dtype)
             engines = ["gemm"] + (["fft"] if t == 1 else []) + (["torch"] if have_torch else [])

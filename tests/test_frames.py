@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -636,3 +637,34 @@ def test_all_zero_bank_is_a_clear_error_or_zeros(method):
     with pytest.raises(ValueError, match="identically zero"):
         frame_bounds(W, method=method)
     np.testing.assert_array_equal(singular_values(W, k=1, method=method), [0.0, 0.0])
+
+
+@pytest.mark.parametrize("scale", [1e160, 1e-170, 1.0])
+def test_pinv_reconstruct_at_extreme_scales(scale, rng):
+    W = ConvOperator.random(2, 3, 3, 12, rng=5)
+    A = dense(W)
+    x = rng.standard_normal((2, *W.in_shape))
+    h = W @ x
+    ref = (np.linalg.pinv(A) @ h.reshape(2, -1).T).T.reshape(x.shape)
+    xr = pinv_reconstruct(W, h * scale)
+    assert np.isfinite(xr).all() and np.abs(xr).max() > 0      # never zeros in silence
+    np.testing.assert_allclose(xr / scale, ref, rtol=1e-8, atol=1e-9 * np.abs(ref).max())
+    sup = np.abs(h) > 0.3
+    xs = pinv_reconstruct(W, h * scale, support=sup)
+    As = A[sup[0].ravel()]
+    refs = np.linalg.pinv(As) @ h[0].ravel()[sup[0].ravel()]
+    np.testing.assert_allclose(xs[0].ravel() / scale, refs, rtol=1e-7, atol=1e-9)
+
+
+def test_pinv_reconstruct_float32_data_converges_like_float64(rng):
+    W = ConvOperator.random(8, 3, (3, 3), (12, 12), stride=2, padding=1, rng=4)
+    x = rng.standard_normal(W.in_shape)
+    p = crelu_pool(W.astype(np.float32), x.astype(np.float32), pool=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                  # no ConvergenceWarning
+        x32 = pinv_reconstruct(W.astype(np.float32), p.code, support=p.support, tol=1e-7)
+    assert x32.dtype == np.float32
+    A = dense(W)[p.support.ravel()]
+    ref = np.linalg.pinv(A) @ p.code.astype(np.float64).ravel()[p.support.ravel()]
+    # the float32 answer is the float64 solution rounded: error ~ float32 eps, not 1e-3
+    assert np.abs(x32.ravel() - ref).max() <= 1e-5 * np.abs(ref).max()

@@ -435,8 +435,8 @@ def test_mutating_callers_filters_leaves_operator_unchanged(engine, rng):
 def test_engine_policy_setting_and_context(rng):
     from modelcs import engine_policy, get_engine_policy, set_engine_policy
 
-    big = ConvOperator.random(64, 64, (3, 3), (32, 32), seed=0, dtype=np.float32)
-    tiny = ConvOperator.random(8, 8, (3, 3), (16, 16), seed=0, dtype=np.float32)
+    big = ConvOperator.random(64, 64, (3, 3), (32, 32), rng=0, dtype=np.float32)
+    tiny = ConvOperator.random(8, 8, (3, 3), (16, 16), rng=0, dtype=np.float32)
     xb = rng.standard_normal(big.in_shape).astype(np.float32)
     xt = rng.standard_normal(tiny.in_shape).astype(np.float32)
     assert get_engine_policy() == "auto"

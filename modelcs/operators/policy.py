@@ -101,7 +101,7 @@ def engine_policy(policy: str) -> Iterator[str]:
     --------
     >>> import numpy as np
     >>> from modelcs import ConvOperator, engine_policy
-    >>> W = ConvOperator.random(8, 4, 3, 16, seed=0, dtype=np.float32)
+    >>> W = ConvOperator.random(8, 4, 3, 16, rng=0, dtype=np.float32)
     >>> with engine_policy("numpy"):
     ...     z = W @ np.ones((4, 16), dtype=np.float32)    # NumPy GEMM/FFT only
     >>> z.shape
