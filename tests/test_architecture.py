@@ -51,11 +51,7 @@ STDLIB_PUBLIC = {"_replace", "_fields", "_asdict", "_make", "_field_defaults", "
 
 # (module, private name) still crossing a boundary, with the helper whose work removes it.
 # Only ever remove entries.
-ALLOWED: dict[tuple[str, str], str] = {
-    ("modelcs.frames.pinv", "_forward"): "i16 (pinv on the shared Krylov of modelcs._krylov)",
-    ("modelcs.frames.pinv", "_adjoint"): "i16 (pinv on the shared Krylov of modelcs._krylov)",
-    ("modelcs.frames.spectrum", "_mode"): "i16 (ConvOperator.padding_mode, public now)",
-}
+ALLOWED: dict[tuple[str, str], str] = {}
 
 # (test file, private attribute) patched by a test, with the owner of the fix.
 ALLOWED_TEST_PATCHES: dict[tuple[str, str], str] = {}
