@@ -49,6 +49,7 @@ from scipy.optimize import linprog
 from ._backend import get_array_module, to_numpy
 from ._validation import check_finite, check_rng
 from .operators.base import LinearOperator
+from .operators.matrix import as_operator
 
 __all__ = [
     "is_omnidirectional",
@@ -89,6 +90,8 @@ def _as_real_array(name: str, a: Any) -> np.ndarray:
 
 def _as_matrix(name: str, A: Any) -> tuple[np.ndarray, tuple[int, ...], tuple[int, ...]]:
     """Dense float64 ``(m, n)`` matrix plus the operator's input / output shapes."""
+    if not isinstance(A, (LinearOperator, np.ndarray, list, tuple)):
+        A = as_operator(A, name)  # SciPy sparse / LinearOperator, matvec objects, torch
     if isinstance(A, LinearOperator):
         in_shape, out_shape = A.in_shape, A.out_shape
         if A.shape[0] * A.shape[1] > _MAX_DENSE:
@@ -612,6 +615,10 @@ def _prepare_layers(layers: Any, xp: Any, dtype: Any) -> list[tuple[Any, Any, tu
             raise TypeError(f"parameter 'layers[{i}]' must be a (weights, bias) pair; "
                             f"got {type(layer).__name__}")
         W, b = layer
+        if not isinstance(W, (LinearOperator, np.ndarray, list, tuple)) and not hasattr(
+            W, "__cuda_array_interface__"
+        ):
+            W = as_operator(W, f"layers[{i}] weights")  # sparse, matvec objects, torch
         if isinstance(W, LinearOperator):
             n_in, out_shape = W.shape[1], W.out_shape
             Wx: Any = W

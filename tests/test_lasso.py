@@ -158,3 +158,19 @@ def test_extreme_scales_are_normalised_or_reported():
             assert np.isinf(res.objective)
         else:
             assert not overflow and res.objective == pytest.approx(s * s * ref.objective)
+
+
+def test_callback_sees_every_iteration_and_can_stop():
+    W = ConvOperator.random(12, 4, 5, 24, rng=0)
+    y = np.random.default_rng(1).standard_normal((3, 4, 24))
+    seen = []
+
+    def cb(info):
+        seen.append((info["iteration"], info["z"].shape[0], info["gap"].shape))
+        return info["iteration"] >= 5
+
+    res = lasso(W.T, y, 0.05, tol=1e-12, callback=cb)
+    assert [s[0] for s in seen] == [1, 2, 3, 4, 5]
+    assert (res.n_iter == 5).all() and not res.converged.any()
+    full = lasso(W.T, y, 0.05, tol=1e-12)
+    assert (full.n_iter > 5).all()

@@ -624,3 +624,22 @@ def test_linearize_bad_inputs():
         linearize([(W, None)], np.zeros(3), rtol=2.0)
     with pytest.raises(TypeError, match="'x' must be a real"):
         linearize([(W, None)], np.zeros(3, dtype=complex))
+
+
+def test_preimage_functions_take_any_matrix_kind():
+    import scipy.sparse as sp
+
+    from modelcs import as_operator, is_omnidirectional, linearize, preimage_kind
+
+    rng = np.random.default_rng(4)
+    A = rng.standard_normal((6, 3))
+    b = rng.standard_normal(6)
+    y = np.maximum(A @ rng.standard_normal(3) + b, 0)
+    ref = preimage_kind(A, b, y)
+    for M in (sp.csr_array(A), as_operator(A), A.tolist()):
+        assert preimage_kind(M, b, y) == ref
+    assert is_omnidirectional(sp.csr_array(A)) == is_omnidirectional(A)
+    x = rng.standard_normal(3)
+    a = linearize([(A, b)], x)[0]
+    s = linearize([(sp.csr_array(A), b)], x)[0]
+    np.testing.assert_allclose(s.singular_values, a.singular_values, rtol=1e-12)

@@ -42,6 +42,7 @@ its momentum restarts, so the method stays convergent.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -235,6 +236,7 @@ def lasso(
     tol: float = 1e-6,
     restart: bool = True,
     debias: bool = False,
+    callback: Callable[[dict[str, Any]], Any] | None = None,
 ) -> LassoResult:
     """Minimise ``0.5 ||y - Phi z||^2 + lam ||z||_1`` for a batch of signals (FISTA).
 
@@ -278,6 +280,11 @@ def lasso(
         Replace ``z`` by the least-squares fit on the Lasso's support (:func:`debias`),
         removing the l1 shrinkage; ``z_lasso`` keeps the Lasso minimiser and
         ``objective``/``gap`` refer to it.
+    callback : callable, optional
+        Called after every FISTA iteration with a dict ``{"iteration", "z", "active",
+        "objective", "gap"}`` (the active signals' iterates, their batch indices, objectives
+        and duality gaps); a truthy return value stops all signals (``converged`` then says
+        which had met the tolerance).
 
     Returns
     -------
@@ -377,7 +384,7 @@ def lasso(
     if act.size and L0 > 0:
         _fista(
             Phi, xp, dt, yb, c0, mask, zinit, lam_b, yy, L0, act, max_iter, float(tol),
-            restart, z_out, obj_out, gap_out, it_out, conv_out, hist,
+            restart, z_out, obj_out, gap_out, it_out, conv_out, hist, callback,
         )
     z_lasso = z_out
     z_fin = z_out
@@ -513,6 +520,7 @@ def _fista(
     lam_all: np.ndarray, yy_all: np.ndarray, L0: float, act: np.ndarray, max_iter: int,
     tol: float, restart: bool, z_out: Any, obj_out: np.ndarray, gap_out: np.ndarray,
     it_out: np.ndarray, conv_out: np.ndarray, hist: list[np.ndarray],
+    callback: Callable[[dict[str, Any]], Any] | None = None,
 ) -> None:
     """FISTA over the signals ``act``; writes results into the ``*_out`` arrays."""
     nd = z_out.ndim
@@ -600,6 +608,11 @@ def _fista(
 
         done = (gap <= tol * obj) | (gap <= floor)
         out_of_iters = n_it >= max_iter
+        if callback is not None and callback(
+            {"iteration": int(n_it.max()), "z": z, "active": idx_np.copy(), "objective": obj,
+             "gap": gap}
+        ):
+            out_of_iters = np.ones_like(out_of_iters)
         fin = done | out_of_iters
         if fin.any():
             sel = np.flatnonzero(fin)
