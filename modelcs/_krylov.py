@@ -110,6 +110,14 @@ def cgls(
     def restrict(v: Any) -> Any:
         return v if mask is None else xp.where(mask, v, 0)
 
+    if mask is not None:
+        # the restricted problem's operator A_S = A diag(mask): a LinearOperator of its own
+        # (dot-tested in the test suite), so the iteration below is plain CGLS on A_S
+        from .operators.base import MaskedOperator
+
+        A = MaskedOperator(A, mask if mask.ndim == len(A.in_shape) else
+                           xp.broadcast_to(mask, (B, *A.in_shape)))
+
     if x0 is None:
         x = xp.zeros((B, *A.in_shape), dtype=b.dtype)
         r = b
