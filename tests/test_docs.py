@@ -105,6 +105,12 @@ def _sections(obj) -> tuple[list[str], object]:
         else:
             doc = docscrape.FunctionDoc(obj)
             required = ["Parameters", "Returns", "Examples"]
+    if not inspect.isclass(obj):
+        try:
+            if not inspect.signature(obj).parameters:
+                required.remove("Parameters")  # nothing to document
+        except (TypeError, ValueError):
+            pass
     missing = []
     for section in required:
         if section == "Returns" and (doc["Returns"] or doc["Yields"]):

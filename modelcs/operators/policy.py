@@ -46,6 +46,11 @@ _POLICY: contextvars.ContextVar[str] = contextvars.ContextVar("modelcs_engine_po
 def get_engine_policy() -> str:
     """The policy in force in this thread/context (``'auto'``, ``'numpy'`` or ``'torch'``).
 
+    Returns
+    -------
+    str
+        ``'auto'``, ``'numpy'`` or ``'torch'``.
+
     Examples
     --------
     >>> from modelcs import get_engine_policy
