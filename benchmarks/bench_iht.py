@@ -24,6 +24,9 @@ Case "S2" (the operator benchmark's 2-D size: l=3, M=K=512, D=15, B=16): time of
 iteration and the share of it spent in the model projection ``M`` (``pool=None`` and
 2x2 pooling), measured by timing the projection inside the same ``iht`` call.
 
+A last table puts the Fig. 2 call against the floor set by this machine's GEMM speed:
+code-iterations x FLOPs per iteration / measured GEMM FLOP/s, float64 and float32.
+
 Run: ``python benchmarks/bench_iht.py [--quick]``
 """
 
@@ -108,6 +111,46 @@ class TimedModel(ModelSparse):
         out = super()._project_batch(zb)
         self.spent += time.perf_counter() - t0
         return out
+
+
+def gemm_flops(dtype: type, n: int = 1536, repeats: int = 3) -> float:
+    """This machine's GEMM speed: best of ``repeats`` ``n x n`` products, in FLOP/s."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n)).astype(dtype)
+    b = rng.standard_normal((n, n)).astype(dtype)
+    t, _ = best_time(lambda: a @ b, repeats)
+    return 2.0 * n**3 / t
+
+
+def gemm_floor_rows(n_codes: int, repeats: int) -> list[tuple[str, float, float, float, int]]:
+    """Figure 2 IHT time against the floor set by GEMM speed, float64 and float32.
+
+    floor = code-iterations x FLOPs of one IHT iteration of one code (one ``W^T z`` and one
+    ``W r``: ``2 x 2 K M l n`` FLOPs) / measured GEMM FLOP/s, all in the same run.
+    """
+    out = []
+    for dtype in (np.float64, np.float32):
+        W = ConvOperator.random(96, 32, 5, 32, rng=0, dtype=dtype)
+        K, n = W.out_shape
+        M, L = W.in_shape[0], W.kernel_size[0]
+        model = ModelSparse(10)
+        Z = model.sample(W.out_shape, n_codes, rng=1).astype(dtype)
+        Y = W.T @ Z
+        flops_it = 2 * 2.0 * K * M * L * n
+        best = (np.inf, None)
+        for _ in range(repeats):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", IHTDivergenceWarning)
+                t, res = best_time(lambda W=W, Y=Y, model=model: iht(W.T, Y, model,
+                                                                     max_iter=50), 1)
+            if t < best[0]:
+                best = (t, res)
+        t, res = best
+        code_its = int(np.sum(res.n_iter))
+        rate = gemm_flops(dtype)
+        floor = code_its * flops_it / rate
+        out.append((np.dtype(dtype).name, t, floor, rate, code_its))
+    return out
 
 
 def main() -> None:
@@ -207,6 +250,15 @@ def main() -> None:
         "ratios: time / time of 'modelcs iht (one call)'; 'recovered': codes with relative "
         "error <= 1e-6; S2 rows: seconds per iteration and share of it spent in M(z, k)"
     )
+    print()
+    print(f"# Fig. 2 IHT ({n_codes} codes, one call) against the GEMM floor of this machine")
+    print(f"{'dtype':8} {'time [s]':>9} {'code-its':>9} {'GEMM GFLOP/s':>13} {'floor [s]':>10} "
+          f"{'floor/time':>11} {'time/floor':>11}")
+    for dt, t, floor, rate, its in gemm_floor_rows(n_codes, repeats):
+        print(f"{dt:8} {t:9.3f} {its:9d} {rate / 1e9:13.1f} {floor:10.4f} {floor / t:11.3f} "
+              f"{t / floor:11.1f}")
+    print("floor = code-iterations x 4 K M l n FLOPs (one W^T z and one W r per iteration) / "
+          "measured n x n GEMM FLOP/s (n = 1536), same run")
 
 
 if __name__ == "__main__":
