@@ -58,7 +58,7 @@ def main() -> int:
     from skimage import data
 
     res = mobilenet_v2_study(
-        weights_path(), data.astronaut(), size=64 if small else 128, seed=args.seed,
+        weights_path(), data.astronaut(), size=64 if small else 128, rng=args.seed,
         small=small, rip_trials=200 if small else 500, pinv_iter=100 if small else 300,
     )
 

@@ -136,6 +136,19 @@ def check_rng(rng: Any = None, name: str = "rng") -> np.random.Generator:
     )
 
 
+def root_seed(rng: Any = None, name: str = "rng") -> int:
+    """A non-negative int seed from ``rng`` (SPEC 7: ``None``, an int or a Generator).
+
+    An int is returned as is (so a run can record and repeat it); ``None`` or a
+    ``Generator`` yield a fresh seed drawn from :func:`check_rng`.
+    """
+    if _is_int(rng):
+        if rng < 0:
+            raise ValueError(f"parameter '{name}' must be a non-negative integer seed; got {rng!r}")
+        return int(rng)
+    return int(check_rng(rng, name).integers(2**63))
+
+
 def check_max_iter(value: Any, name: str = "max_iter", *, minimum: int = 0) -> int:
     """Return ``int(value)`` or raise if it is not an integer ``>= minimum``."""
     if not _is_int(value):

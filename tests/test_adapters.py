@@ -740,7 +740,7 @@ def test_iht_and_pinv_sanity():
     assert iht_one_step_error(Wi, x, 24) == pytest.approx(0.0, abs=1e-12)
     assert iht_one_step_error(Wi, x, 12) > 0.1
     # ReLU pinv: a redundant random bank with zero bias recovers x from the active rows
-    w = random_like(np.zeros((16, 2, 3, 3)), seed=3)
+    w = random_like(np.zeros((16, 2, 3, 3)), rng=3)
     Wr = ConvOperator(w, (2, 10, 10), padding=1)
     xr = np.random.default_rng(5).standard_normal((2, 10, 10))
     err, frac, cond = relu_pinv_error(Wr, np.zeros(16), xr)
@@ -770,7 +770,7 @@ def test_mobilenet_study_small():
     from modelcs.experiments.learned import mobilenet_v2_study
 
     res = mobilenet_v2_study(_mobilenet(), skimage_data.astronaut(), size=32, small=True,
-                             rip_trials=50, seed=0)
+                             rip_trials=50, rng=0)
     first = res["coherence"][0]
     assert first["name"] == "features.0.0" and first["learned"] > first["random"]
     mw, mr = res["pairing"]["features.0.0"]
@@ -813,7 +813,7 @@ def test_one_coherence_table_for_sizes_and_trained_layers():
     dense = ConvLayer("a", rng.standard_normal((6, 2, 3, 3)), stride=2)
     depthwise = ConvLayer("b", rng.standard_normal((4, 1, 3, 3)), groups=4)
     twin = ConvLayer("c", rng.standard_normal((6, 2, 3, 3)), stride=2)  # same size as "a"
-    rows = coherence_table({"a": dense, "b": depthwise, "c": twin}, draws=2, seed=1,
+    rows = coherence_table({"a": dense, "b": depthwise, "c": twin}, draws=2, rng=1,
                            dtype=np.float64)
     a, b, c = rows
     assert a["learned"]["shifts"] == pytest.approx(coherence(dense.filters, stride=2), abs=1e-12)
@@ -827,7 +827,7 @@ def test_one_coherence_table_for_sizes_and_trained_layers():
     assert a["shifts"]["draws"] == c["shifts"]["draws"] and a["shared_with"] == ["a", "c"]
     assert len(b["shifts"]["draws"]) == 2 and 0 < b["shifts"]["mean"] < 1
     # sizes given as a table (the paper's rows) draw exactly the same banks
-    sizes = coherence_table([dict(layer="a", K=6, M=2, l=3, D=9, stride=2)], draws=2, seed=1,
+    sizes = coherence_table([dict(layer="a", K=6, M=2, l=3, D=9, stride=2)], draws=2, rng=1,
                             dtype=np.float64)
     assert sizes[0]["shifts"]["draws"] == a["shifts"]["draws"]
 

@@ -7,8 +7,9 @@ array, a ``scipy.sparse.linalg.LinearOperator``, a duck-typed ``matvec``/``rmatv
 results agree to 1e-10 (float64).  Functions that need the convolution's geometry (pooling
 regions, filter banks) say so in a ``TypeError`` for plain matrices.
 
-A second test reads every public signature: no ``maxiter``, ``iter_lim``, ``seed`` or
-``random_state`` (the names are ``max_iter``, ``tol``, ``rng``, ``callback``), and
+A second test reads every public signature (``modelcs.__all__`` and every public function
+and method of every public submodule, experiments included): no ``maxiter``, ``iter_lim``,
+``seed`` or ``random_state`` (the names are ``max_iter``, ``tol``, ``rng``, ``callback``), and
 ``n_trials`` is keyword-only wherever it appears.
 """
 
@@ -326,28 +327,60 @@ def test_result_type_repr_and_equality():
 BANNED = {"maxiter", "iter_lim", "seed", "random_state"}
 
 
+def _members(prefix, obj):
+    """``obj`` and, for a class, its public methods (class/static methods unwrapped)."""
+    out = [(prefix, obj)]
+    if inspect.isclass(obj):
+        for meth_name, meth in vars(obj).items():
+            if meth_name.startswith("_"):
+                continue
+            if isinstance(meth, (classmethod, staticmethod)):
+                meth = meth.__func__
+            if inspect.isfunction(meth):
+                out.append((f"{prefix}.{meth_name}", meth))
+    return out
+
+
+def _public_modules():
+    """``modelcs`` and every public submodule (``modelcs.experiments.figure2``...): the
+    experiment functions are public even where they are not in a package ``__all__``."""
+    import importlib
+    import pkgutil
+
+    mods = [modelcs]
+    for info in pkgutil.walk_packages(modelcs.__path__, "modelcs."):
+        parts = info.name.split(".")
+        if any(p.startswith("_") for p in parts[1:]):  # private modules, __main__
+            continue
+        mods.append(importlib.import_module(info.name))
+    return mods
+
+
 def _public_callables():
     out = []
     for name in modelcs.__all__:
         obj = getattr(modelcs, name)
-        if inspect.isclass(obj):
-            out.append((name, obj))
-            for meth_name, meth in vars(obj).items():
-                if meth_name.startswith("_"):
-                    continue
-                if isinstance(meth, (classmethod, staticmethod)):
-                    meth = meth.__func__
-                if inspect.isfunction(meth):
-                    out.append((f"{name}.{meth_name}", meth))
-        elif callable(obj):
-            out.append((name, obj))
-    from modelcs import experiments
-
-    for name in experiments.__all__:
-        obj = getattr(experiments, name)
-        if inspect.isfunction(obj):
-            out.append((f"experiments.{name}", obj))
+        if inspect.isclass(obj) or callable(obj):
+            out += _members(name, obj)
+    for mod in _public_modules():
+        for name, obj in vars(mod).items():
+            if name.startswith("_") or getattr(obj, "__module__", None) != mod.__name__:
+                continue  # private, or imported from elsewhere (listed where it is defined)
+            if inspect.isclass(obj) or inspect.isfunction(obj):
+                out += _members(f"{mod.__name__}.{name}", obj)
     return out
+
+
+def test_the_conventions_walk_reaches_the_experiment_modules():
+    names = {q for q, _ in _public_callables()}
+    for q in ("modelcs.experiments.figure2.figure2_experiment",
+              "modelcs.experiments.figure2.run_demo",
+              "modelcs.experiments.coherence_tables.coherence_table",
+              "modelcs.experiments.learned.random_like",
+              "modelcs.experiments.learned.relu_pinv_error",
+              "modelcs.experiments.learned.mobilenet_v2_study",
+              "modelcs.experiments.phase.sweep.phase_transition"):
+        assert q in names, q
 
 
 def test_public_signatures_use_the_library_names():
@@ -387,8 +420,8 @@ def test_one_rng_default():
             params = inspect.signature(obj).parameters
         except (TypeError, ValueError):
             continue
-        if "rng" in params:
-            defaults.add(params["rng"].default)
+        if "rng" in params and params["rng"].default is not inspect.Parameter.empty:
+            defaults.add(params["rng"].default)  # a required rng has no default to differ
     assert defaults == {None}, defaults
 
 

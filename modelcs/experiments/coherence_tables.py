@@ -34,7 +34,7 @@ from .._cli import (
     stride_option,
 )
 from .._memory import check_elements
-from .._validation import check_positive_int
+from .._validation import check_positive_int, check_rng
 from ..mutual_coherence import coherence, coherence_both
 
 __all__ = ["VGG16_LAYERS", "ALEXNET_LAYERS", "coherence_table", "register"]
@@ -93,7 +93,7 @@ def coherence_table(
     layers: Sequence[dict[str, Any]] | Mapping[str, Any],
     *,
     draws: int = 3,
-    seed: Any = 0,
+    rng: Any = None,
     dtype: Any = np.float32,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
@@ -113,7 +113,8 @@ def coherence_table(
         trained filters' own values under ``learned``.
     draws : int
         Independent random banks per distinct size (shape, stride and groups).
-    seed : int or None
+    rng : None, int or numpy.random.Generator
+        Randomness of the banks (SciPy SPEC 7; an int reproduces the table).
     dtype : float32 (default, fast) or float64.
     progress : callable, optional
         Called with a short label after each computed draw.
@@ -129,7 +130,7 @@ def coherence_table(
 
     Examples
     --------
-    >>> rows = coherence_table(VGG16_LAYERS[:2], draws=2, seed=0)
+    >>> rows = coherence_table(VGG16_LAYERS[:2], draws=2, rng=0)
     >>> [r["layer"] for r in rows], rows[0]["no_shifts"]["mean"] > rows[1]["no_shifts"]["mean"]
     (['(1,1)', '(1,2)'], True)
     """
@@ -139,19 +140,19 @@ def coherence_table(
     else:
         entries = [dict(r, groups=r.get("groups", 1)) for r in layers]
     sig_of = [_bank_size(r) for r in entries]
-    ss = np.random.SeedSequence(seed)
-    children = dict(zip(dict.fromkeys(sig_of), ss.spawn(len(set(sig_of))), strict=True))
+    gens = check_rng(rng).spawn(len(set(sig_of)))  # an int: SeedSequence(rng)'s children
+    children = dict(zip(dict.fromkeys(sig_of), gens, strict=True))
     cache: dict[tuple[Any, ...], dict[str, Any]] = {}
     out = []
     for row, sig in zip(entries, sig_of, strict=True):
         shape, t, g = sig
         if sig not in cache:
-            rng = np.random.default_rng(children[sig])
+            gen = children[sig]
             vals: dict[str, list[float]] = {"shifts": [], "no_shifts": []}
             t0 = time.perf_counter()
             check_elements(f"coherence_table: layer {row.get('layer')!r} filters {shape}", math.prod(shape) + shape[0] ** 2, copies=3)  # noqa: E501
             for _ in range(draws):
-                w = rng.standard_normal(shape, dtype=np.float64).astype(dtype)
+                w = gen.standard_normal(shape, dtype=np.float64).astype(dtype)
                 w /= np.asarray(math.sqrt(math.prod(shape[1:])), dtype=dtype)
                 mu_shifts, mu_filters = _both(w, t, g)
                 vals["shifts"].append(mu_shifts)
@@ -258,7 +259,7 @@ def _cmd_coherence(args: argparse.Namespace) -> int:
             raise ValueError("--table and --filters are exclusive")
         name, layers = TABLES[args.table]
         t0 = time.perf_counter()
-        rows = coherence_table(layers, draws=args.draws, seed=args.seed)
+        rows = coherence_table(layers, draws=args.draws, rng=args.seed)
         if args.json:
             print(json.dumps({"table": name, "rows": rows}, indent=1))
         else:

@@ -37,6 +37,7 @@ import numpy as np
 
 from .. import _cli
 from .._progress import progress_bar
+from .._validation import check_rng, root_seed
 from ..models import ModelSparse
 from ..operators.conv import ConvOperator
 from ..rip import estimate_delta, rip_ratios
@@ -102,7 +103,7 @@ def _iht_curves(
 
 def figure2_experiment(
     *,
-    seed: Any = 0,
+    rng: Any = None,
     n_trials: int = 1000,
     iht_iters: int = 30,
     K: int = 96,
@@ -119,17 +120,17 @@ def figure2_experiment(
 
     Examples
     --------
-    >>> r = figure2_experiment(n_trials=50, iht_iters=0, seed=1)
+    >>> r = figure2_experiment(n_trials=50, iht_iters=0, rng=1)
     >>> bool(abs(r["iso"].mean() - 1) < 0.05), r["err_known"].shape
     (True, (50,))
     """
-    ss = np.random.SeedSequence(seed)
-    s_w, s_z = ss.spawn(2)
+    # an int seed gives SeedSequence(rng)'s first two children, as before the rename
+    g_w, g_z = check_rng(rng).spawn(2)
     # GEMM engine: for 1000-signal batches of this size it beats the FFT engine that
     # engine="auto" picks for stride 1 (measured ~4x in float64)
-    W = ConvOperator.random(K, M, l, D, rng=np.random.default_rng(s_w), engine="gemm")
+    W = ConvOperator.random(K, M, l, D, rng=g_w, engine="gemm")
     model = ModelSparse(k, ndim=1)
-    zseed = int(np.random.default_rng(s_z).integers(2**63))
+    zseed = int(g_z.integers(2**63))
     t0 = time.perf_counter()
     iso = rip_ratios(W.T, model, n_trials=n_trials, rng=zseed, kind="isometry")
     restricted = rip_ratios(W.T, model, n_trials=n_trials, rng=zseed, kind="restricted_gram")
@@ -165,7 +166,7 @@ def figure2_experiment(
 def run_demo(
     out: str = "demo-output",
     *,
-    seed: int = 0,
+    rng: Any = None,
     n_trials: int = 1000,
     iht_iters: int = 30,
     draws: int = 3,
@@ -186,6 +187,7 @@ def run_demo(
         plot_figure2,
     )
 
+    seed = root_seed(rng)  # recorded in the summary: an int reruns the demo exactly
     t_start = time.perf_counter()
     for key in tables:
         if key not in ct.TABLES:
@@ -201,7 +203,7 @@ def run_demo(
     timings: dict[str, float] = {}
     try:
         t0 = time.perf_counter()
-        f2 = figure2_experiment(seed=seed, n_trials=n_trials, iht_iters=iht_iters, progress=tick)
+        f2 = figure2_experiment(rng=seed, n_trials=n_trials, iht_iters=iht_iters, progress=tick)
         timings["figure2"] = time.perf_counter() - t0
         W = f2["W"]
         k = FIGURE2["k"]
@@ -239,7 +241,7 @@ def run_demo(
         coh = []
         for key in tables:
             name, layers = ct.TABLES[key]
-            rows = ct.coherence_table(layers, draws=draws, seed=seed, progress=tick)
+            rows = ct.coherence_table(layers, draws=draws, rng=seed, progress=tick)
             coh.append({"name": name, "rows": rows})
         timings["coherence_tables"] = time.perf_counter() - t0
         # Table 4's learned row, computed from the real VGG16 weights (not copied)
@@ -518,7 +520,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                              f"{sorted(ct.TABLES)} or none")
     with _cli.staged_output(args.out, DEMO_OUTPUTS, force=args.force) as stage:
         s = run_demo(
-            stage, seed=args.seed, n_trials=args.trials, iht_iters=args.iht_iters,
+            stage, rng=args.seed, n_trials=args.trials, iht_iters=args.iht_iters,
             draws=args.draws, delta_budget=args.delta_budget, tables=tables,
             progress=False if args.no_progress else None,
         )

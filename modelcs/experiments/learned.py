@@ -106,18 +106,18 @@ def fold_batchnorm(
     )
 
 
-def random_like(filters: np.ndarray, *, seed: Any = None, match_norms: bool = False) -> np.ndarray:
+def random_like(filters: np.ndarray, *, rng: Any = None, match_norms: bool = False) -> np.ndarray:
     """Gaussian filters of the same shape: ``N(0, 1)/sqrt(M l^d)`` (Theorem 3.1 scaling), or
     with each filter's Frobenius norm equal to the given filter's (``match_norms=True``).
 
     Examples
     --------
     >>> w = np.ones((4, 2, 3, 3))
-    >>> r = random_like(w, seed=0, match_norms=True)
+    >>> r = random_like(w, rng=0, match_norms=True)
     >>> bool(np.allclose(np.linalg.norm(r.reshape(4, -1), axis=1), np.sqrt(18)))
     True
     """
-    rng = check_rng(seed)
+    rng = check_rng(rng)
     w = np.asarray(filters)
     r = rng.standard_normal(w.shape) / math.sqrt(math.prod(w.shape[1:]))
     if match_norms:
@@ -149,7 +149,7 @@ def iht_one_step_error(W: ConvOperator, x: np.ndarray, k: int, *, pool: int = 2)
 # -------------------------------------------------------------- ReLU pseudoinverse
 def relu_pinv_error(
     W: ConvOperator, bias: np.ndarray, x: np.ndarray, *, clip: float | None = None,
-    iter_lim: int = 300,
+    max_iter: int = 300,
 ) -> tuple[float, float, float]:
     """Reconstruct ``x`` from ``h = min(max(W x + b, 0), clip)`` by the pseudoinverse of
     the rows that are active (``0 < W x + b < clip``): CReLU supplement Algorithm 1.
@@ -159,7 +159,7 @@ def relu_pinv_error(
     restricted to the active rows (:class:`~modelcs.MaskedOperator`, no dense matrix).
     LSQR rather than the package's batched CGLS because its condition estimate is part of
     the answer: when the active rows have full column rank the exact error is 0 and the
-    returned error is the solver's, falling with ``iter_lim`` at a rate set by the
+    returned error is the solver's, falling with ``max_iter`` (LSQR iterations) at a rate set by the
     conditioning (a measure of how stably the activations determine ``x``).
     """
     from scipy.sparse.linalg import lsqr
@@ -176,7 +176,8 @@ def relu_pinv_error(
     # x -> (W x) on the active rows, zero elsewhere: the adjoint of W^T restricted to them
     A = MaskedOperator(W.T, active).T
     rhs = np.where(active, pre - b, 0.0).ravel()  # = (W x)_A, read off the activations
-    res = lsqr(A.aslinearoperator(), rhs, atol=1e-10, btol=1e-10, iter_lim=iter_lim)
+    max_iter = check_positive_int("max_iter", max_iter)
+    res = lsqr(A.aslinearoperator(), rhs, atol=1e-10, btol=1e-10, iter_lim=max_iter)
     err = float(np.linalg.norm(res[0] - x.ravel()) / np.linalg.norm(x))
     return err, float(active.mean()), float(res[6])
 
@@ -207,7 +208,7 @@ def _pooled_nnz(h: np.ndarray, pool: int = 2) -> int:
 
 
 def mobilenet_v2_study(
-    path: Any, image: np.ndarray, *, size: int = 128, seed: Any = 0, small: bool = False,
+    path: Any, image: np.ndarray, *, size: int = 128, rng: Any = None, small: bool = False,
     rip_trials: int = 500, pinv_iter: int = 300,
 ) -> dict[str, Any]:
     """All four analyses on a torchvision MobileNetV2 state dict and one natural image.
@@ -226,7 +227,7 @@ def mobilenet_v2_study(
     from ..rip import rip_ratios
     from .coherence_tables import coherence_table
 
-    rng = check_rng(seed)
+    rng = check_rng(rng)
     geo = mobilenet_v2_overrides()
     layers = conv_layers(path, stride=geo["stride"], padding=geo["padding"], groups=geo["groups"])
     state = load_state_dict(path) if not isinstance(path, Mapping) else path
@@ -235,7 +236,7 @@ def mobilenet_v2_study(
     # 1. coherence per layer (Table 4 analogue)
     names = list(layers)[:10] if small else list(layers)
     rows = coherence_table({n: layers[n] for n in names}, draws=1,
-                           seed=int(rng.integers(2**63)), dtype=np.float64)
+                           rng=int(rng.integers(2**63)), dtype=np.float64)
     out["coherence"] = [
         dict(name=r["layer"], shape=r["shape"], groups=r["groups"], stride=r["stride"],
              learned=r["learned"]["shifts"], random=r["shifts"]["mean"])
@@ -246,7 +247,7 @@ def mobilenet_v2_study(
     pair_layers = ["features.0.0", "features.2.conv.0.0", "features.3.conv.0.0", "features.18.0"]
     out["pairing"] = {
         n: (pairing_cosines(layers[n].filters),
-            pairing_cosines(random_like(layers[n].filters, seed=rng)))
+            pairing_cosines(random_like(layers[n].filters, rng=rng)))
         for n in pair_layers
     }
 
@@ -255,7 +256,7 @@ def mobilenet_v2_study(
     for n, D in (("features.0.0", (3, 32, 32)), ("features.2.conv.0.0", (16, 16, 16))):
         L = layers[n]
         Wl = ConvOperator(L.filters.astype(np.float64), D, stride=L.stride).normalized()
-        Wr = Wl.with_filters(random_like(L.filters, seed=rng).astype(np.float64)).normalized()
+        Wr = Wl.with_filters(random_like(L.filters, rng=rng).astype(np.float64)).normalized()
         for k in (5, 10, 20):
             s = int(rng.integers(2**31))
             out["rip"][(n, k)] = (rip_ratios(Wl.T, ModelSparse(k), n_trials=rip_trials, rng=s),
@@ -265,11 +266,11 @@ def mobilenet_v2_study(
     x = imagenet_input(image, size)
     L0 = fold_batchnorm(layers["features.0.0"], state, "features.0.1")
     W0 = L0.operator(x.shape, dtype=np.float64)
-    W0r = W0.with_filters(random_like(L0.filters, seed=rng, match_norms=True).astype(np.float64))
+    W0r = W0.with_filters(random_like(L0.filters, rng=rng, match_norms=True).astype(np.float64))
     b0 = np.asarray(L0.bias, np.float64)
     rec: dict[str, tuple[float, float]] = {}
-    el, al, cl = relu_pinv_error(W0, b0, x, clip=6.0, iter_lim=pinv_iter)
-    er, ar, cr = relu_pinv_error(W0r, b0, x, clip=6.0, iter_lim=pinv_iter)
+    el, al, cl = relu_pinv_error(W0, b0, x, clip=6.0, max_iter=pinv_iter)
+    er, ar, cr = relu_pinv_error(W0r, b0, x, clip=6.0, max_iter=pinv_iter)
     rec["image from ReLU6 layer-1 activations (pinv of active rows)"] = (el, er)
     out["pinv"] = {"active fraction": (al, ar), "condition estimate": (cl, cr),
                    "iterations": pinv_iter}
@@ -279,7 +280,7 @@ def mobilenet_v2_study(
                        padding=1).normalized()
     rec["image, one-step IHT with features.0.0 (k from layer 1)"] = (
         iht_one_step_error(W0n, x, k0),
-        iht_one_step_error(W0n.with_filters(random_like(W0n.filters, seed=rng)).normalized(),
+        iht_one_step_error(W0n.with_filters(random_like(W0n.filters, rng=rng)).normalized(),
                            x, k0),
     )
     # block-1 output (16 channels), reconstructed through the 6x expansion features.2.conv.0.0
@@ -293,7 +294,7 @@ def mobilenet_v2_study(
                       a1.shape).normalized()
     rec["block-1 activations, one-step IHT with features.2.conv.0.0 (k from block 2)"] = (
         iht_one_step_error(We, a1, k1),
-        iht_one_step_error(We.with_filters(random_like(We.filters, seed=rng)).normalized(),
+        iht_one_step_error(We.with_filters(random_like(We.filters, rng=rng)).normalized(),
                            a1, k1),
     )
     g = rng.standard_normal(a1.shape)

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..._memory import check_elements
 from ..._progress import Progress, progress_bar
-from ..._validation import as_int_tuple, check_positive_int, check_rng
+from ..._validation import as_int_tuple, check_positive_int, root_seed
 from .algorithms import ALGORITHMS, resolve
 from .problems import OPERATORS, OperatorFamily
 from .result import PhaseTransitionResult
@@ -98,12 +98,7 @@ def _check_increasing(name: str, values: Any) -> tuple[int, ...]:
 
 def _root_seed(rng: Any) -> int:
     """The sweep's root seed from ``rng`` (SPEC 7: None, int or Generator)."""
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
-        if rng < 0:
-            raise ValueError(f"parameter 'rng' must be a non-negative integer seed; got {rng!r}")
-        return int(rng)
-    gen = check_rng(rng)
-    return int(gen.integers(2**63))
+    return root_seed(rng)
 
 
 def _conv_family(K: Any, l: Any, D: Any) -> OperatorFamily:
