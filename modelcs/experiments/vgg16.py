@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from .. import _cli
-from .._validation import check_positive_int
+from .._validation import check_positive_int, root_seed
 
 __all__ = [
     "VGG16_PACKAGE",
@@ -262,16 +262,17 @@ def table4_learned(*, shifts: bool = False) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------- Figure 2(c)
-def figure2c_oracle(*, n_trials: int = 1000, seed: int = 0) -> dict[str, Any]:
+def figure2c_oracle(*, n_trials: int = 1000, rng: Any = None) -> dict[str, Any]:
     """Figure 2(c) one-step errors ``||x_hat - x|| / ||x||`` with known, fixed and oracle
     switches (the true support of the code), on the paper's random 1-D setting.
 
     The oracle step is ``x_hat = W^T (W x restricted to supp z)``; known switches
-    ``W^T M_known(W x, k)``; fixed switches ``W^T M_fixed(W x, k)``.
+    ``W^T M_known(W x, k)``; fixed switches ``W^T M_fixed(W x, k)``.  ``rng`` (SPEC 7)
+    is passed to :func:`~modelcs.experiments.figure2.figure2_experiment`.
     """
     from .figure2 import figure2_experiment
 
-    f2 = figure2_experiment(seed=seed, n_trials=n_trials, iht_iters=0)
+    f2 = figure2_experiment(rng=rng, n_trials=n_trials, iht_iters=0)
     W, Z = f2["W"], f2["Z"]
     X = W.T @ Z
     H = W @ X
@@ -452,7 +453,7 @@ def vgg16_reproduction(
     images: Any = None,
     *,
     size: int = 64,
-    seed: int = 0,
+    rng: Any = None,
     rip_trials: int = 100,
     image_method: str = "transpose",
     pinv_iter: int = 30,
@@ -475,8 +476,9 @@ def vgg16_reproduction(
         Default: :func:`bundled_images` (8 photographs).
     size : int
         Images are centre-cropped and resized to ``size x size`` (the paper: 224).
-    seed : int
-        Random filters, random activations, synthetic codes and patches.
+    rng : None, int or numpy.random.Generator
+        Random filters, random activations, synthetic codes and patches (SciPy SPEC 7;
+        the int seed used is recorded in the result's ``setting``).
     rip_trials : int
         Synthetic model-sparse codes for Figure 3(a).
     image_method : str
@@ -515,7 +517,8 @@ def vgg16_reproduction(
     net = load_vgg16()
     pics = bundled_images() if images is None else load_images(images)
     names = [n for n, _ in pics]
-    cfg = dict(size=int(size), seed=int(seed), image_method=image_method,
+    seed = root_seed(rng)
+    cfg = dict(size=int(size), seed=seed, image_method=image_method,
                pinv_iter=int(pinv_iter), alg2_lam=float(alg2_lam), alg2_iter=int(alg2_iter),
                s1_layers=list(s1_layers), s1_patches=int(s1_patches), n_figure=int(n_figure))
     timings: dict[str, float] = {}
@@ -555,7 +558,7 @@ def vgg16_reproduction(
     tick("Figure 3 (a)")
 
     t0 = time.perf_counter()
-    f2c = figure2c_oracle(n_trials=figure2_trials, seed=seed)
+    f2c = figure2c_oracle(n_trials=figure2_trials, rng=seed)
     timings["figure2c"] = time.perf_counter() - t0
     tick("Figure 2 (c)")
 
@@ -833,7 +836,7 @@ def _cmd_vgg16(args: argparse.Namespace) -> int:
         print(f"[vgg16] {label}", file=sys.stderr if show else sys.stdout, flush=True)
 
     try:
-        r = vgg16_reproduction(images, size=args.size, seed=args.seed,
+        r = vgg16_reproduction(images, size=args.size, rng=args.seed,
                                rip_trials=args.rip_trials, image_method=args.image_method,
                                coherence_shifts=not args.no_shifts, client=client,
                                progress=progress)
