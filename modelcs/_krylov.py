@@ -63,6 +63,7 @@ def cgls(
     max_iter: int | None = None,
     tol: float = 1e-10,
     atol: Any = None,
+    callback: Any = None,
 ) -> KrylovResult:
     """Batched CGLS: ``x_i = argmin ||b_i - A x_i||`` (with ``supp x_i`` in ``mask_i``).
 
@@ -84,6 +85,10 @@ def cgls(
         (relative gradient of the normal equations).
     atol : float or array ``(B,)``, optional
         Absolute gradient thresholds instead of ``tol * ||mask * A^T b||``.
+    callback : callable, optional
+        Called after every iteration with a dict ``{"iteration", "x", "active",
+        "residual_norms"}`` (the iterates of the items that ran that iteration, their batch
+        indices and residual norms ``||b_i - A x_i||``); a truthy return stops every item.
 
     Returns
     -------
@@ -132,7 +137,7 @@ def cgls(
     p = s
     gamma = batch_norms(s) ** 2
     n_iter = np.zeros(B, dtype=np.int64)
-    for _ in range(max_iter):
+    for it in range(1, max_iter + 1):
         active = xp.sqrt(gamma) > stop
         act_np = np.asarray(active.get() if hasattr(active, "get") else active)
         if not act_np.any():
@@ -148,9 +153,19 @@ def cgls(
         beta = xp.where(active & (gamma > 0), gamma_new / xp.where(gamma > 0, gamma, 1.0), 0.0)
         p = s + beta.reshape(shape).astype(s.dtype) * p
         gamma = xp.where(active, gamma_new, gamma)
+        if callback is not None:
+            idx = np.flatnonzero(act_np)
+            sel = xp.asarray(idx)
+            if callback({"iteration": it, "x": x[sel], "active": idx,
+                         "residual_norms": np.asarray(_host(batch_norms(r[sel])))}):
+                break
     conv = xp.sqrt(gamma) <= stop
     conv_np = np.asarray(conv.get() if hasattr(conv, "get") else conv)
     return KrylovResult(x=x, n_iter=n_iter, converged=conv_np.astype(bool))
+
+
+def _host(a: Any) -> Any:
+    return a.get() if hasattr(a, "get") else a
 
 
 def lanczos_norm_sq(op: Any, *, xp: Any = np, max_iter: int = 60) -> float:

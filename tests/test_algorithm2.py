@@ -83,3 +83,41 @@ def test_a_bad_x_is_called_x():
         l1_support_recovery(W, bad, 0.1, pool=2)
     with pytest.raises(TypeError, match="parameter 'x'.*complex"):
         l1_support_recovery(W, np.ones(W.in_shape, dtype=complex), 0.1, pool=2)
+
+
+def test_callback_sees_both_lasso_steps_and_can_stop_them():
+    W = ConvOperator.random(8, 4, 5, 40, rng=3)
+    Z = ModelSparse(5, pool=(4,)).sample(W.out_shape, 3, rng=4)
+    X = W.T @ Z
+    seen = []
+
+    def watch(info):
+        seen.append((info["step"], info["iteration"], tuple(info["active"]),
+                     info["z"].shape, info["gap"].shape))
+
+    ref = l1_support_recovery(W, X, 1e-3, pool=4, k=5, callback=watch)
+    plain = l1_support_recovery(W, X, 1e-3, pool=4, k=5)
+    np.testing.assert_array_equal(ref.z, plain.z)  # watching changes nothing
+    steps = [s[0] for s in seen]
+    assert steps == sorted(steps) and set(steps) == {1, 3}
+    first = [s for s in seen if s[0] == 1]
+    assert [s[1] for s in first][:3] == [1, 2, 3]
+    assert first[0][2] == (0, 1, 2) and first[0][3] == (3, *W.out_shape)
+    assert first[0][4] == (3,)
+    # every iteration of both solves is reported (n_iter counts both)
+    assert ref.n_iter.sum() >= len(first)
+
+    # a truthy return stops the solve under way: stopped at iteration 2 of each step
+    stops = []
+
+    def stop_at_2(info):
+        stops.append((info["step"], info["iteration"]))
+        return info["iteration"] >= 2
+
+    res = l1_support_recovery(W, X, 1e-3, pool=4, k=5, tol=1e-14, callback=stop_at_2)
+    assert stops == [(1, 1), (1, 2), (3, 1), (3, 2)]
+    assert (res.init.n_iter == 2).all() and (res.final.n_iter == 2).all()
+    assert (res.n_iter == 4).all() and not res.converged.any()
+    assert not res.z[~res.support].any()  # step 3 still ran on the early support
+    with pytest.raises(TypeError, match="callback"):
+        l1_support_recovery(W, X, 1e-3, pool=4, callback=3)

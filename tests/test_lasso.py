@@ -174,3 +174,39 @@ def test_callback_sees_every_iteration_and_can_stop():
     assert (res.n_iter == 5).all() and not res.converged.any()
     full = lasso(W.T, y, 0.05, tol=1e-12)
     assert (full.n_iter > 5).all()
+
+
+def test_debias_callback_sees_every_cgls_iteration_and_can_stop():
+    from modelcs import debias
+
+    A = np.random.default_rng(0).standard_normal((30, 60))
+    Z = np.zeros((3, 60))
+    Z[0, [1, 5, 9]] = [1.0, -2.0, 0.5]
+    Z[1, [2, 3]] = [3.0, 1.0]
+    Z[2, 10:16] = 1.0
+    Y = Z @ A.T
+    seen = []
+
+    def watch(info):
+        r = info["residual_norms"]
+        # the reported residuals are those of the reported iterates
+        direct = np.linalg.norm(Y[info["active"]] - info["z"] @ A.T, axis=1)
+        np.testing.assert_allclose(r, direct, rtol=1e-8, atol=1e-12)
+        seen.append((info["iteration"], tuple(info["active"])))
+
+    full = debias(A, Y, Z != 0, callback=watch)
+    plain = debias(A, Y, Z != 0)
+    np.testing.assert_array_equal(full.z, plain.z)
+    np.testing.assert_allclose(full.z, Z, atol=1e-10)
+    assert [s[0] for s in seen] == list(range(1, int(full.n_iter.max()) + 1))
+    assert seen[0][1] == (0, 1, 2)
+    # an item leaves "active" once converged: item 1 (2 unknowns) stops first
+    assert 1 not in seen[-1][1] and full.n_iter[1] == 2
+
+    stopped = debias(A, Y, Z != 0, callback=lambda info: info["iteration"] >= 1)
+    assert (stopped.n_iter == 1).all()
+    assert stopped.converged.tolist() == [False, False, False]
+    one = debias(A, Y[2], Z[2] != 0, callback=lambda info: info["iteration"] >= 1)
+    assert one.n_iter == 1 and one.converged is False
+    with pytest.raises(TypeError, match="callback"):
+        debias(A, Y, Z != 0, callback="stop")

@@ -19,6 +19,7 @@ The paper writes ``||x - W^T z||^2 + lambda ||z||_1``; here ``lam = lambda / 2``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +86,7 @@ def l1_support_recovery(
     by: str = "abs",
     tol: float = 1e-8,
     max_iter: int = 5000,
+    callback: Callable[[dict[str, Any]], Any] | None = None,
 ) -> SupportRecoveryResult:
     """Recover a pooling-model code of ``x`` by the l1 heuristic (Algorithm 2, Sec. 4.4).
 
@@ -107,6 +109,14 @@ def l1_support_recovery(
         Switch selection by magnitude or by signed value (ReLU networks).
     tol, max_iter
         Passed to :func:`~modelcs.lasso` (relative duality gap and iteration cap).
+    callback : callable, optional
+        Called after every FISTA iteration of both Lasso solves with
+        :func:`~modelcs.lasso`'s dict ``{"iteration", "z", "active", "objective", "gap"}``
+        plus ``"step"``: ``1`` (the unrestricted Lasso) or ``3`` (the Lasso on the support).
+        A truthy return value stops the solve under way for all signals: stopped in step 1,
+        the support is taken from the iterate reached and step 3 still runs (and calls
+        ``callback`` again), so a callback that keeps returning True (a time budget) ends
+        both steps; ``converged`` says which signals had met the tolerance.
 
     Returns
     -------
@@ -158,10 +168,23 @@ def l1_support_recovery(
         )
     model = base.with_k(kk)
     Phi = W.T
-    init = lasso(Phi, x, lam, tol=tol, max_iter=max_iter)
+    cb1 = cb3 = None
+    if callback is not None:
+        if not callable(callback):
+            raise TypeError(f"parameter 'callback' must be callable or None; got {callback!r}")
+        user = callback
+
+        def cb1(info: dict[str, Any]) -> Any:
+            return user({**info, "step": 1})
+
+        def cb3(info: dict[str, Any]) -> Any:
+            return user({**info, "step": 3})
+
+    init = lasso(Phi, x, lam, tol=tol, max_iter=max_iter, callback=cb1)
     batched = init.z.ndim == len(W.out_shape) + 1
     support = model.support(init.z, batched=batched)
-    final = lasso(Phi, x, lam, support=support, z0=init.z * support, tol=tol, max_iter=max_iter)
+    final = lasso(Phi, x, lam, support=support, z0=init.z * support, tol=tol, max_iter=max_iter,
+                  callback=cb3)
     return SupportRecoveryResult(
         z=final.z,
         n_iter=_add(init.n_iter, final.n_iter),

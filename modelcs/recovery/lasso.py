@@ -449,6 +449,7 @@ def debias(
     *,
     max_iter: int | None = None,
     tol: float | None = None,
+    callback: Callable[[dict[str, Any]], Any] | None = None,
 ) -> RecoveryResult:
     """Least squares on a support: ``z = argmin ||y - Phi z||`` with ``z = 0`` off ``support``.
 
@@ -468,6 +469,11 @@ def debias(
     tol : float, optional
         Relative normal-equation residual at which CGLS stops (default ``1e-12`` for
         float64, ``1e-6`` for float32).
+    callback : callable, optional
+        Called after every CGLS iteration with a dict ``{"iteration", "z", "active",
+        "residual_norms"}`` (the iterates of the signals still iterating, their batch
+        indices and residuals ``||y - Phi z||``); a truthy return value stops all signals
+        (``converged`` then says which had met the tolerance).
 
     Returns
     -------
@@ -502,7 +508,17 @@ def debias(
     if tol is None:
         tol = 1e-6 if yb.dtype == np.float32 else 1e-12
     tol = check_tol(tol)
-    kr = cgls(Phi, yb, mask=mask, max_iter=n_it, tol=tol)
+    cb = None
+    if callback is not None:
+        if not callable(callback):
+            raise TypeError(f"parameter 'callback' must be callable or None; got {callback!r}")
+        user = callback
+
+        def cb(info: dict[str, Any]) -> Any:
+            return user({"iteration": info["iteration"], "z": info["x"],
+                         "active": info["active"], "residual_norms": info["residual_norms"]})
+
+    kr = cgls(Phi, yb, mask=mask, max_iter=n_it, tol=tol, callback=cb)
     r0 = to_numpy(batch_norms(yb))
     rf = to_numpy(batch_norms(yb - Phi @ kr.x))
     return RecoveryResult(
