@@ -96,7 +96,7 @@ def mobilenet_rows() -> list[tuple[str, float, str]]:
     x = img.transpose(2, 0, 1).astype(np.float32)
     W32 = L.operator((3, 64, 64)).astype(np.float32)
     p = crelu_pool(W32, x, pool=2)
-    t, xr = best_of(lambda: pinv_reconstruct(W32, p.code, support=p.support), 1)
+    t, xr = best_of(lambda: pinv_reconstruct(W32, p.code, support=p.support).x, 1)
     W64 = W32.astype(np.float64)
     sup = p.support
     code = p.code.astype(np.float64)

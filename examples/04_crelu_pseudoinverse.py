@@ -5,7 +5,7 @@ CReLU paper (Shang et al. 2016) and its supplement.  This script shows
 
 1. the pairing statistic ``mu_i = min_j <phi_i, phi_j>`` of random unit-norm Gaussian
    filters at AlexNet's conv1-conv5 sizes (the red, "random" histograms of Figure 2),
-2. Proposition 2.1 / Algorithm 1: ``pinv_reconstruct(W, crelu_inverse(crelu(W x)))`` is the
+2. Proposition 2.1 / Algorithm 1: ``pinv_reconstruct(W, crelu_inverse(crelu(W x))).x`` is the
    orthogonal projection of ``x`` on the row space of ``W`` (dense check), and the frame
    bounds of the shifted filters,
 3. Table S1 redone with random filters (entries N(0, 1), footnote 9) at the sizes of the
@@ -74,7 +74,7 @@ def proposition_21(rng: np.random.Generator) -> None:
     A = W.to_dense()
     P = np.linalg.pinv(A) @ A
     x = rng.standard_normal((8, *W.in_shape))
-    xr = pinv_reconstruct(W, crelu_inverse(crelu(W @ x, axis=1), axis=1))
+    xr = pinv_reconstruct(W, crelu_inverse(crelu(W @ x, axis=1), axis=1)).x
     err = np.abs(xr.reshape(8, -1) - x.reshape(8, -1) @ P.T).max()
     lo, hi = frame_bounds(W, method="iterative")
     dl, dh = frame_bounds(W, method="dense")
@@ -138,7 +138,7 @@ def table_s1(rng: np.random.Generator, n_samples: int) -> list[tuple]:
                 x = crelu(rng.standard_normal((n_samples, M // 2, 5, 5)), axis=1)
             t0 = time.perf_counter()
             p = crelu_pool(W, x)  # one 3x3 max-pooling region per filter and phase
-            xr = pinv_reconstruct(W, p.code, support=p.support)
+            xr = pinv_reconstruct(W, p.code, support=p.support).x
             r = reconstruction_ratio(x, xr, batched=True)
             n_act = p.support.reshape(n_samples, -1).sum(axis=1).mean()
             rows.append((layer, label, inp, D, K, float(r.mean()),
@@ -165,7 +165,7 @@ def theorem_a5(rng: np.random.Generator, n_cases: int) -> tuple[np.ndarray, np.n
     c = c.reshape(n_cases, K, *n)
     x = W.T @ c
     p = crelu_pool(W, x)
-    r = reconstruction_ratio(x, pinv_reconstruct(W, p.code, support=p.support), batched=True)
+    r = reconstruction_ratio(x, pinv_reconstruct(W, p.code, support=p.support).x, batched=True)
     bound = theorem_a5_bound(W, c)
     print(f"  {n_cases} inputs by (S1), K=6 unit-norm 4x3x3 filters on 8x8: ratio <= bound in "
           f"{int((r <= bound + 1e-9).sum())}/{n_cases}; exact recovery (ratio < 1e-8) in "

@@ -34,6 +34,7 @@ _LAZY: dict[str, str] = {
     "pairing_cosines": "frames",
     "pairing_partners": "frames",
     "pinv_reconstruct": "frames",
+    "PinvResult": "frames",
     "reconstruction_ratio": "frames",
     "singular_values": "frames",
     "theorem_a5_bound": "frames",
@@ -101,6 +102,7 @@ if TYPE_CHECKING:  # static analysers see the real objects
     from ._safeio import UnsafeFileError as UnsafeFileError
     from .experiments.phase import PhaseTransitionResult as PhaseTransitionResult
     from .experiments.phase import phase_transition as phase_transition
+    from .frames import PinvResult as PinvResult
     from .frames import crelu as crelu
     from .frames import crelu_inverse as crelu_inverse
     from .frames import crelu_pool as crelu_pool

@@ -437,7 +437,7 @@ def _pinv(W: ConvOperator, y: np.ndarray, known: np.ndarray, tol: float,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # reported by the errors
         return np.asarray(pinv_reconstruct(W, y, support=support, tol=min(tol, 0.5),
-                                           max_iter=maxiter))
+                                           max_iter=maxiter).x)
 
 
 def _sparsity_level(net: Network, idx: int, in_shape: tuple[int, ...], sparsity: Any,

@@ -146,7 +146,7 @@ def _f_cnn_layer(W):
 def _f_pinv(W):
     op = as_operator(W, "W")
     h = _meas(op, X @ A_W.T)
-    return _flat(modelcs.pinv_reconstruct(W, h, tol=1e-14))
+    return _flat(modelcs.pinv_reconstruct(W, h, tol=1e-14).x)
 
 
 def _f_singular_values(W):
@@ -317,7 +317,9 @@ def test_result_type_repr_and_equality():
     assert isinstance(one.n_iter, int) and isinstance(one.converged, bool)
     assert isinstance(one.residual_norm, float) and one.residual_norms.ndim == 1
     assert r.n_iter.shape == (4,) and r.residual_norm.shape == (4,)
-    for res in (r, modelcs.lasso(A_PHI, Y, 0.1), modelcs.debias(A_PHI, Y, Z != 0)):
+    pinv = modelcs.pinv_reconstruct(A_W, X @ A_W.T)
+    assert isinstance(pinv, modelcs.RecoveryResult) and pinv.x is pinv.z
+    for res in (r, modelcs.lasso(A_PHI, Y, 0.1), modelcs.debias(A_PHI, Y, Z != 0), pinv):
         for field in ("z", "n_iter", "converged", "diverged", "residual_norm",
                       "residual_norms"):
             assert hasattr(res, field), field

@@ -330,10 +330,10 @@ def test_proposition_2_1_projection_onto_row_space(rng, K, M, l, D, t, pad):
     P = np.linalg.pinv(A) @ A  # orthogonal projector onto the row space of W
     assert np.linalg.matrix_rank(A) < A.shape[1]  # a proper subspace: the test has teeth
     x = rng.standard_normal((4, *W.in_shape))
-    xr = pinv_reconstruct(W, crelu_inverse(crelu(W @ x, axis=1), axis=1))
+    xr = pinv_reconstruct(W, crelu_inverse(crelu(W @ x, axis=1), axis=1)).x
     err = np.abs(xr.reshape(4, -1) - x.reshape(4, -1) @ P.T).max()
     assert err <= 1e-8 * np.abs(x).max()
-    x1 = pinv_reconstruct(W, crelu_inverse(crelu(W @ x[0])))
+    x1 = pinv_reconstruct(W, crelu_inverse(crelu(W @ x[0]))).x
     np.testing.assert_allclose(x1, xr[0], atol=1e-10)
 
 
@@ -341,7 +341,7 @@ def test_pinv_reconstruct_float32(rng):
     W = ConvOperator.random(2, 3, 3, 12, rng=5, dtype=np.float32)
     A = dense(W)
     x = rng.standard_normal((3, 12)).astype(np.float32)
-    xr = pinv_reconstruct(W, W @ x)
+    xr = pinv_reconstruct(W, W @ x).x
     assert xr.dtype == np.float32
     np.testing.assert_allclose(xr.ravel(), np.linalg.pinv(A) @ A @ x.ravel(), atol=2e-4)
 
@@ -350,7 +350,7 @@ def test_pinv_reconstruct_inconsistent_least_squares(rng):
     """Kn > MD and h not in range(W): the minimum-norm least-squares solution (pinv h)."""
     W = ConvOperator.random(4, 2, 3, 10, rng=8)
     h = rng.standard_normal(W.out_shape)
-    xr = pinv_reconstruct(W, h)
+    xr = pinv_reconstruct(W, h).x
     np.testing.assert_allclose(xr.ravel(), np.linalg.pinv(dense(W)) @ h.ravel(), atol=1e-9)
 
 
@@ -358,14 +358,14 @@ def test_algorithm2_matches_dense_restricted_pinv(rng):
     W = ConvOperator.random(3, 2, (3, 3), (8, 7), rng=9)
     x = rng.standard_normal((5, *W.in_shape))
     p = crelu_pool(W, x, pool=2)
-    xr = pinv_reconstruct(W, p.code, support=p.support)
+    xr = pinv_reconstruct(W, p.code, support=p.support).x
     A = dense(W)
     for b in range(5):
         S = p.support[b].ravel()
         ref = np.linalg.pinv(A[S]) @ (A[S] @ x[b].ravel())
         np.testing.assert_allclose(xr[b].ravel(), ref, atol=1e-9)
     # a shared support broadcasts over the batch
-    xs = pinv_reconstruct(W, p.code, support=p.support[0])
+    xs = pinv_reconstruct(W, p.code, support=p.support[0]).x
     S = p.support[0].ravel()
     np.testing.assert_allclose(
         xs[1].ravel(), np.linalg.pinv(A[S]) @ (p.code[1].ravel()[S]), atol=1e-9
@@ -392,7 +392,7 @@ def test_algorithm2_and_theorem_a5_on_1000_random_cases():
         c = _s1_coefficients(rng, 250, K, W.out_shape[1])
         x = W.T @ c
         p = crelu_pool(W, x)
-        xr = pinv_reconstruct(W, p.code, support=p.support)
+        xr = pinv_reconstruct(W, p.code, support=p.support).x
         r = reconstruction_ratio(x, xr, batched=True)
         bound = theorem_a5_bound(W, c)
         assert (r <= bound * (1 + 1e-9) + 1e-9).all()
@@ -409,7 +409,7 @@ def test_algorithm2_single_generating_shift_is_recovered_exactly(rng):
     c[1, 4] = -2.0  # one shifted filter: its own response is the largest by Cauchy-Schwarz
     x = W.T @ c
     p = crelu_pool(W, x)
-    xr = pinv_reconstruct(W, p.code, support=p.support)
+    xr = pinv_reconstruct(W, p.code, support=p.support).x
     assert reconstruction_ratio(x, xr) < 1e-10
     assert theorem_a5_bound(W, c) == pytest.approx(0.0, abs=1e-7)
 
@@ -425,7 +425,7 @@ def test_theorem_a5_windowed_pooling():
     c[:, 0, 0] += (np.abs(c).sum(axis=(1, 2)) == 0)  # no all-zero item
     x = W.T @ c
     p = crelu_pool(W, x, pool=4)
-    r = reconstruction_ratio(x, pinv_reconstruct(W, p.code, support=p.support), batched=True)
+    r = reconstruction_ratio(x, pinv_reconstruct(W, p.code, support=p.support).x, batched=True)
     bound, lmin, ltmax = theorem_a5_terms(W, c, pool=4)
     assert (r <= bound * (1 + 1e-9) + 1e-9).all()
     assert (lmin > 0).all() and (ltmax > 0).all()
@@ -456,7 +456,7 @@ def test_pinv_reconstruct_bad_inputs(rng):
 
 def test_pinv_reconstruct_zero_rhs():
     W = ConvOperator.random(2, 3, 3, 12, rng=0)
-    assert (pinv_reconstruct(W, np.zeros(W.out_shape)) == 0).all()
+    assert (pinv_reconstruct(W, np.zeros(W.out_shape)).x == 0).all()
 
 
 def test_reconstruction_ratio_values_and_errors(rng):
@@ -646,11 +646,11 @@ def test_pinv_reconstruct_at_extreme_scales(scale, rng):
     x = rng.standard_normal((2, *W.in_shape))
     h = W @ x
     ref = (np.linalg.pinv(A) @ h.reshape(2, -1).T).T.reshape(x.shape)
-    xr = pinv_reconstruct(W, h * scale)
+    xr = pinv_reconstruct(W, h * scale).x
     assert np.isfinite(xr).all() and np.abs(xr).max() > 0      # never zeros in silence
     np.testing.assert_allclose(xr / scale, ref, rtol=1e-8, atol=1e-9 * np.abs(ref).max())
     sup = np.abs(h) > 0.3
-    xs = pinv_reconstruct(W, h * scale, support=sup)
+    xs = pinv_reconstruct(W, h * scale, support=sup).x
     As = A[sup[0].ravel()]
     refs = np.linalg.pinv(As) @ h[0].ravel()[sup[0].ravel()]
     np.testing.assert_allclose(xs[0].ravel() / scale, refs, rtol=1e-7, atol=1e-9)
@@ -662,9 +662,80 @@ def test_pinv_reconstruct_float32_data_converges_like_float64(rng):
     p = crelu_pool(W.astype(np.float32), x.astype(np.float32), pool=2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")                  # no ConvergenceWarning
-        x32 = pinv_reconstruct(W.astype(np.float32), p.code, support=p.support, tol=1e-7)
+        x32 = pinv_reconstruct(W.astype(np.float32), p.code, support=p.support, tol=1e-7).x
     assert x32.dtype == np.float32
     A = dense(W)[p.support.ravel()]
     ref = np.linalg.pinv(A) @ p.code.astype(np.float64).ravel()[p.support.ravel()]
     # the float32 answer is the float64 solution rounded: error ~ float32 eps, not 1e-3
     assert np.abs(x32.ravel() - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+def test_pinv_result_fields_follow_the_shape_rules(rng):
+    from modelcs import PinvResult, RecoveryResult
+
+    W = ConvOperator.random(3, 2, (3, 3), (8, 7), rng=9)
+    A = dense(W)
+    x = rng.standard_normal((4, *W.in_shape))
+    p = crelu_pool(W, x, pool=2)
+    res = pinv_reconstruct(W, p.code, support=p.support)
+    assert isinstance(res, PinvResult) and isinstance(res, RecoveryResult)
+    assert res.x is res.z and res.x.shape == (4, *W.in_shape)
+    assert res.n_iter.shape == res.converged.shape == res.diverged.shape == (4,)
+    assert res.residual_norm.shape == (4,) and res.residual_norms.shape == (2, 4)
+    assert res.converged.all() and not res.diverged.any() and (res.n_iter > 0).all()
+    for b in range(4):
+        S = p.support[b].ravel()
+        h = p.code[b].ravel()[S]
+        direct = np.linalg.norm(h - A[S] @ res.x[b].ravel())
+        assert res.residual_norm[b] == pytest.approx(direct, rel=1e-6, abs=1e-9)
+        assert res.residual_norms[0, b] == pytest.approx(np.linalg.norm(h))
+    np.testing.assert_array_equal(res.residual_norms[1], res.residual_norm)
+    # least squares with a nonzero residual: a single item gives scalars
+    h = rng.standard_normal(W.out_shape)
+    one = pinv_reconstruct(W, h)
+    assert one.x.shape == W.in_shape
+    assert isinstance(one.n_iter, int) and isinstance(one.converged, bool)
+    assert isinstance(one.diverged, bool) and isinstance(one.residual_norm, float)
+    assert one.residual_norms.shape == (2,)
+    r_ls = np.linalg.norm(h.ravel() - A @ np.linalg.pinv(A) @ h.ravel())
+    assert r_ls > 0.1 and one.residual_norm == pytest.approx(r_ls, rel=1e-8)
+    text = repr(res)
+    assert len(text.splitlines()) <= 10 and "PinvResult" in text
+    assert res == res and res != pinv_reconstruct(W, p.code, support=p.support)
+
+
+def test_pinv_callback_sees_every_iteration_and_can_stop(rng):
+    W = ConvOperator.random(3, 2, (3, 3), (8, 7), rng=9)
+    A = dense(W)
+    x = rng.standard_normal((3, *W.in_shape))
+    p = crelu_pool(W, x, pool=2)
+    seen = []
+
+    def watch(info):
+        assert info["x"] is info["z"]
+        for j, b in enumerate(info["active"]):
+            S = p.support[b].ravel()
+            direct = np.linalg.norm(p.code[b].ravel()[S] - A[S] @ info["x"][j].ravel())
+            # LSQR's running residual estimate is that of the reported iterate
+            assert info["residual_norms"][j] == pytest.approx(direct, rel=1e-6, abs=1e-9)
+        seen.append((info["iteration"], tuple(info["active"])))
+
+    full = pinv_reconstruct(W, p.code, support=p.support, callback=watch)
+    plain = pinv_reconstruct(W, p.code, support=p.support)
+    np.testing.assert_array_equal(full.x, plain.x)
+    assert [s[0] for s in seen] == list(range(1, int(full.n_iter.max()) + 1))
+    assert seen[0][1] == (0, 1, 2)
+    for b in range(3):  # each item is reported exactly for the iterations it ran
+        assert sum(b in s[1] for s in seen) == full.n_iter[b]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a stop asked for by the callback is no warning
+        stopped = pinv_reconstruct(W, p.code, support=p.support,
+                                   callback=lambda info: info["iteration"] >= 2)
+    assert (stopped.n_iter == 2).all() and not stopped.converged.any()
+    assert (stopped.residual_norm > full.residual_norm).all()
+    one = pinv_reconstruct(W, p.code[0], support=p.support[0],
+                           callback=lambda info: True)
+    assert one.n_iter == 1 and one.converged is False
+    with pytest.raises(TypeError, match="callback"):
+        pinv_reconstruct(W, p.code, callback=1)

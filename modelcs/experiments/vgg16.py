@@ -428,7 +428,7 @@ def _per_batch(indices: Sequence[int], images: Sequence[np.ndarray],
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 xr = pinv_reconstruct(W, pc.code, support=pc.support, tol=1e-8,
-                                      max_iter=cfg["pinv_iter"] * 10)
+                                      max_iter=cfg["pinv_iter"] * 10).x
             r = reconstruction_ratio(Pb, xr, batched=True)
             for b in range(B):
                 out[b]["table_s1"].setdefault("c" + _CONV_LABELS[j], {})[label] = float(

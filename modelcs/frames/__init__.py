@@ -10,7 +10,7 @@ Submodules: :mod:`.crelu` (CReLU, pooled CReLU with switches),
 """
 
 from .crelu import PooledCReLU, crelu, crelu_inverse, crelu_pool
-from .pinv import pinv_reconstruct, reconstruction_ratio
+from .pinv import PinvResult, pinv_reconstruct, reconstruction_ratio
 from .spectrum import frame_bounds, singular_values
 from .theory import (
     pairing_cosines,
@@ -21,6 +21,7 @@ from .theory import (
 )
 
 __all__ = [
+    "PinvResult",
     "PooledCReLU",
     "crelu",
     "crelu_inverse",

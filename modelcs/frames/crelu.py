@@ -172,7 +172,7 @@ def crelu_pool(
     -------
     PooledCReLU
         ``features``, ``switches``, ``support``, ``code``; run Algorithm 2 with
-        ``pinv_reconstruct(W, p.code, support=p.support)``.
+        ``pinv_reconstruct(W, p.code, support=p.support).x``.
 
     Examples
     --------

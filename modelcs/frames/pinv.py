@@ -14,6 +14,8 @@ magnitude representable in float64 are reconstructed.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,22 +25,67 @@ from .._validation import check_finite, check_positive_int
 from ..operators import LinearOperator
 from ..operators.base import MaskedOperator
 from ..operators.matrix import as_operator
+from ..recovery._common import RecoveryResult
 
-__all__ = ["pinv_reconstruct", "reconstruction_ratio", "ConvergenceWarning"]
+__all__ = ["pinv_reconstruct", "reconstruction_ratio", "ConvergenceWarning", "PinvResult"]
 
 
 class ConvergenceWarning(UserWarning):
     """The least-squares iteration stopped at ``max_iter`` before reaching the tolerance."""
 
 
+@dataclass(eq=False, repr=False)
+class PinvResult(RecoveryResult):
+    """Output of :func:`pinv_reconstruct`: a :class:`~modelcs.RecoveryResult` whose
+    unknown is the signal.
+
+    The fields are the constructor's parameters; :func:`pinv_reconstruct` builds it.
+    ``z`` holds the reconstructed signal(s) ``x'`` (shape ``W.in_shape`` or
+    ``(B, *W.in_shape)``), also readable as ``x`` (an alias, not a copy): in this
+    library ``z`` names what a solver solves for, and here that is the layer's input.
+
+    Parameters
+    ----------
+    z : array ``W.in_shape`` or ``(B, *W.in_shape)``
+        The minimum-norm least-squares reconstruction(s) (the dtype of the data).
+    n_iter : int or ndarray of int (B,)
+        LSQR iterations per item.
+    converged : bool or ndarray of bool (B,)
+        Whether LSQR's stopping test was met (before ``max_iter`` or a callback's stop).
+    diverged : bool or ndarray of bool (B,)
+        Always False (LSQR's residual never grows); present like on every result.
+    residual_norm : float or ndarray (B,)
+        ``||h - W x'||`` on the support (all rows without one), computed from ``x'``.
+    residual_norms : ndarray ``(2,)`` or ``(2, B)``
+        The initial (``||h||`` on the support) and final residual norms.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from modelcs import ConvOperator, pinv_reconstruct
+    >>> W = ConvOperator.random(4, 2, 3, 10, rng=0)
+    >>> res = pinv_reconstruct(W, W @ np.ones((3, 2, 10)))
+    >>> res.x is res.z, res.x.shape, res.n_iter.shape, bool(res.converged.all())
+    (True, (3, 2, 10), (3,), True)
+    """
+
+    @property
+    def x(self) -> Any:
+        """The reconstructed signal(s): the same array as ``z``."""
+        return self.z
+
+
 def _lsqr_batched(
-    forward: Any, adjoint: Any, b: Any, tol: float, maxiter: int
-) -> tuple[Any, Any, int]:
+    forward: Any, adjoint: Any, b: Any, tol: float, maxiter: int,
+    callback: Callable[[Any, Any, Any, Any], Any] | None = None,
+) -> tuple[Any, Any, np.ndarray]:
     """Batched LSQR for ``min ||A x - b||`` (min-norm), ``b`` of shape ``(B, ...)``.
 
     Stops item by item when ``||r|| <= tol ||b||`` (consistent systems) or
     ``||A^T r|| <= tol ||A||_F,est ||r||`` (least squares), the tests of Paige & Saunders
-    with ``atol = btol = tol``.  Returns ``(x, converged, iterations)``.
+    with ``atol = btol = tol``.  ``callback(iteration, x, active, rnorm)`` (the items that
+    ran that iteration, their LSQR residual estimates) is called after every iteration; a
+    truthy return stops.  Returns ``(x, converged, iterations per item)``.
     """
     xp = get_array_module(b)
     B = b.shape[0]
@@ -63,9 +110,12 @@ def _lsqr_batched(
     phibar, rhobar = beta.copy(), alpha.copy()
     anorm2 = alpha**2
     done = (beta == 0) | (alpha == 0)
+    n_iter = np.zeros(B, dtype=np.int64)
     it = 0
     while it < maxiter and not bool(done.all()):
         it += 1
+        ran = np.asarray(_host(~done), dtype=bool)
+        n_iter += ran
         u = forward(v) - bc(alpha, u) * u
         beta = nrm(u)
         u = u / bc(safe(beta), u)
@@ -88,7 +138,16 @@ def _lsqr_batched(
         arnorm = rnorm * alpha * xp.abs(c)
         conv = (rnorm <= tol * bnorm) | (arnorm <= tol * xp.sqrt(anorm2) * rnorm)
         done = done | conv | (beta == 0) | (alpha == 0)
-    return x, done, it
+        if callback is not None:
+            idx = np.flatnonzero(ran)
+            sel = xp.asarray(idx)
+            if callback(it, x[sel], idx, rnorm[sel]):
+                break
+    return x, done, n_iter
+
+
+def _host(a: Any) -> Any:
+    return a.get() if hasattr(a, "get") else a
 
 
 def pinv_reconstruct(
@@ -98,7 +157,8 @@ def pinv_reconstruct(
     support: Any = None,
     tol: float | None = None,
     max_iter: int | None = None,
-) -> Any:
+    callback: Callable[[dict[str, Any]], Any] | None = None,
+) -> PinvResult:
     """Minimum-norm least-squares ``x`` with ``W x ~ h`` (supplement Algorithms 1 and 2).
 
     Parameters
@@ -118,12 +178,21 @@ def pinv_reconstruct(
     max_iter : int, optional
         Iteration cap, default ``2 * min(W.shape)``; a :class:`ConvergenceWarning` is issued
         if some item has not converged by then.
+    callback : callable, optional
+        Called after every LSQR iteration with a dict ``{"iteration", "z", "x", "active",
+        "residual_norms"}``: the current reconstructions of the items still iterating
+        (``"x"`` is ``"z"``, in the data's scale), their batch indices and LSQR's running
+        estimates of ``||h - W x||`` on the support.  A truthy return value stops all items
+        (``converged`` then says which had met the tolerance; no warning is issued).
 
     Returns
     -------
-    x : array ``W.in_shape`` (or ``(B, *W.in_shape)``)
-        In the row space of the (restricted) ``W``: Proposition 2.1 says that without
-        pooling it is the orthogonal projection of the input onto that row space.
+    PinvResult
+        A :class:`~modelcs.RecoveryResult`: the reconstruction ``x'`` (``W.in_shape`` or
+        ``(B, *W.in_shape)``) in ``.x`` (alias of ``.z``), LSQR's ``n_iter`` and
+        ``converged`` per item, ``residual_norm``.  ``x'`` lies in the row space of the
+        (restricted) ``W``: Proposition 2.1 says that without pooling it is the
+        orthogonal projection of the input onto that row space.
 
     Examples
     --------
@@ -131,7 +200,7 @@ def pinv_reconstruct(
     >>> from modelcs import ConvOperator, crelu, crelu_inverse
     >>> W = ConvOperator.random(2, 3, 3, 12, rng=0)       # 20 x 36: a proper subspace
     >>> x = np.random.default_rng(1).standard_normal((3, 12))
-    >>> xr = pinv_reconstruct(W, crelu_inverse(crelu(W @ x)))
+    >>> xr = pinv_reconstruct(W, crelu_inverse(crelu(W @ x))).x
     >>> P = np.linalg.pinv(W.to_dense()) @ W.to_dense()     # projector onto the row space
     >>> bool(np.allclose(xr.ravel(), P @ x.ravel(), atol=1e-9))
     True
@@ -187,17 +256,56 @@ def pinv_reconstruct(
     hb = hb / scale
     # the (restricted) operator: rows of W where the support is True
     A = W if mask is None else MaskedOperator(W.T, mask).T
-    x, done, _ = _lsqr_batched(lambda v: A @ v, lambda u: A.T @ u, hb, float(tol), maxiter)
-    x = x * scale.reshape((B,) + (1,) * len(W.in_shape))
-    if not bool(done.all()):
+    xscale = scale.reshape((B,) + (1,) * len(W.in_shape))
+    stopped = False
+    cb = None
+    if callback is not None:
+        if not callable(callback):
+            raise TypeError(f"parameter 'callback' must be callable or None; got {callback!r}")
+        user = callback
+
+        def cb(it: int, xa: Any, idx: np.ndarray, rnorm: Any) -> bool:
+            nonlocal stopped
+            sel = xp.asarray(idx)
+            xs = xa * xscale[sel]
+            r = np.asarray(_host(rnorm * scale.reshape(B)[sel]), dtype=np.float64)
+            stopped = bool(user({"iteration": it, "z": xs, "x": xs, "active": idx,
+                                 "residual_norms": r}))
+            return stopped
+
+    x, done, n_iter = _lsqr_batched(lambda v: A @ v, lambda u: A.T @ u, hb, float(tol),
+                                    maxiter, cb)
+    done_np = np.asarray(_host(done), dtype=bool)
+    # residuals from x itself (not LSQR's recurrences), in the data's scale
+    r0 = np.asarray(_host(_norms(hb) * scale.reshape(B)), dtype=np.float64)
+    rf = np.asarray(_host(_norms(hb - A @ x) * scale.reshape(B)), dtype=np.float64)
+    x = x * xscale
+    if not bool(done_np.all()) and not stopped:
         warnings.warn(
             f"pinv_reconstruct: LSQR did not reach tol={tol:g} in max_iter={maxiter} iterations "
-            f"for {int((~done).sum())} of {B} item(s); increase max_iter",
+            f"for {int((~done_np).sum())} of {B} item(s); increase max_iter",
             ConvergenceWarning,
             stacklevel=2,
         )
     x = x.astype(dt, copy=False)
-    return x if batched else x[0]
+
+    def one(a: np.ndarray) -> Any:
+        return a if batched else a[0].item()
+
+    return PinvResult(
+        z=x if batched else x[0],
+        n_iter=one(n_iter),
+        converged=one(done_np),
+        diverged=one(np.zeros(B, dtype=bool)),
+        residual_norm=one(rf),
+        residual_norms=np.stack([r0, rf]) if batched else np.array([r0[0], rf[0]]),
+    )
+
+
+def _norms(a: Any) -> Any:
+    xp = get_array_module(a)
+    flat = a.reshape(a.shape[0], -1)
+    return xp.sqrt(xp.einsum("ij,ij->i", flat, flat))
 
 
 def reconstruction_ratio(x: Any, x_rec: Any, *, batched: bool = False) -> Any:
