@@ -37,8 +37,8 @@ from modelcs import ConvOperator, linearize  # noqa: E402
 ARCH = [(16, 1), (16, 2), (16, 1), (8, 1), (8, 1), (16, 2)]
 
 
-def build_cnn(in_channels: int, size: int, seed: int) -> list:
-    rng = np.random.default_rng(seed)
+def build_cnn(in_channels: int, size: int, rng: int | np.random.Generator | None) -> list:
+    rng = np.random.default_rng(rng)
     layers, M, D = [], in_channels, (size, size)
     for K, stride in ARCH:
         w = rng.standard_normal((K, M, 3, 3)) * np.sqrt(2.0 / (M * 9))  # He initialisation
@@ -58,7 +58,7 @@ def main() -> None:
 
     digits = load_digits().images[:n_samples] / 16.0  # (B, 8, 8) in [0, 1]
     X = np.kron(digits, np.ones((2, 2)))[:, None]  # (B, 1, 16, 16)
-    layers = build_cnn(1, 16, seed=0)
+    layers = build_cnn(1, 16, rng=0)
     d0 = X[0].size
 
     # linearize in chunks of inputs (each J_l is B x d_l x d0; this bounds the memory)

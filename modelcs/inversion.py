@@ -433,11 +433,11 @@ def _pinv(W: ConvOperator, y: np.ndarray, known: np.ndarray, tol: float,
 
     support = None if bool(known.all()) else known
     cap = 2 * min(W.shape)
-    maxiter = cap if cap <= 20 * max_iter else max_iter
+    n_max = cap if cap <= 20 * max_iter else max_iter
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # reported by the errors
         return np.asarray(pinv_reconstruct(W, y, support=support, tol=min(tol, 0.5),
-                                           max_iter=maxiter).x)
+                                           max_iter=n_max).x)
 
 
 def _sparsity_level(net: Network, idx: int, in_shape: tuple[int, ...], sparsity: Any,

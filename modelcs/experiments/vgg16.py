@@ -291,8 +291,8 @@ def _conv_pool_names(net: Any) -> tuple[list[str], list[str], list[str]]:
     return convs, relus, pools
 
 
-def _random_filters(shape: tuple[int, ...], seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape)
+def _random_filters(shape: tuple[int, ...], rng: Any) -> np.ndarray:
+    return np.random.default_rng(rng).standard_normal(shape)
 
 
 def _scale_invariant(est: np.ndarray, ref: np.ndarray) -> float:

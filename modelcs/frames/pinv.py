@@ -76,7 +76,7 @@ class PinvResult(RecoveryResult):
 
 
 def _lsqr_batched(
-    forward: Any, adjoint: Any, b: Any, tol: float, maxiter: int,
+    forward: Any, adjoint: Any, b: Any, tol: float, max_iter: int,
     callback: Callable[[Any, Any, Any, Any], Any] | None = None,
 ) -> tuple[Any, Any, np.ndarray]:
     """Batched LSQR for ``min ||A x - b||`` (min-norm), ``b`` of shape ``(B, ...)``.
@@ -112,7 +112,7 @@ def _lsqr_batched(
     done = (beta == 0) | (alpha == 0)
     n_iter = np.zeros(B, dtype=np.int64)
     it = 0
-    while it < maxiter and not bool(done.all()):
+    while it < max_iter and not bool(done.all()):
         it += 1
         ran = np.asarray(_host(~done), dtype=bool)
         n_iter += ran
@@ -246,7 +246,7 @@ def pinv_reconstruct(
         tol = 1e-6 if dt == np.float32 else 1e-12
     if not (isinstance(tol, (int, float)) and 0 < tol < 1):
         raise ValueError(f"parameter 'tol' must be a number in (0, 1); got {tol!r}")
-    maxiter = 2 * min(W.shape) if max_iter is None else check_positive_int("max_iter", max_iter)
+    n_max = 2 * min(W.shape) if max_iter is None else check_positive_int("max_iter", max_iter)
 
     # scale out each item (x is linear in h): 1e160- or 1e-170-sized data neither overflow
     # nor underflow in the squared norms of the iteration
@@ -274,7 +274,7 @@ def pinv_reconstruct(
             return stopped
 
     x, done, n_iter = _lsqr_batched(lambda v: A @ v, lambda u: A.T @ u, hb, float(tol),
-                                    maxiter, cb)
+                                    n_max, cb)
     done_np = np.asarray(_host(done), dtype=bool)
     # residuals from x itself (not LSQR's recurrences), in the data's scale
     r0 = np.asarray(_host(_norms(hb) * scale.reshape(B)), dtype=np.float64)
@@ -282,7 +282,7 @@ def pinv_reconstruct(
     x = x * xscale
     if not bool(done_np.all()) and not stopped:
         warnings.warn(
-            f"pinv_reconstruct: LSQR did not reach tol={tol:g} in max_iter={maxiter} iterations "
+            f"pinv_reconstruct: LSQR did not reach tol={tol:g} in max_iter={n_max} iterations "
             f"for {int((~done_np).sum())} of {B} item(s); increase max_iter",
             ConvergenceWarning,
             stacklevel=2,
