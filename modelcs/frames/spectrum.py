@@ -217,6 +217,9 @@ def _lanczos(
 
     G, shape = _gram_apply(W)
     N = math.prod(shape)
+    # q, q_prev, v and the Gram product's two intermediates, for each start
+    check_elements(f"the Lanczos vectors for W of shape {W.shape} ({n_starts} starts)",
+                   n_starts * (3 * N + sum(W.shape)))
     if max_iter is None:
         max_iter = max(2000, 20 * N)
     gen = check_rng(rng)
