@@ -1,18 +1,20 @@
-"""Batched Krylov solvers on modelcs operators: one CGLS for every least-squares step.
+"""Batched Krylov solvers on modelcs operators: one LSQR for every least-squares step.
 
-:func:`cgls` solves ``min_x ||b_i - A x_i||`` for a batch of right-hand sides at once
-(optionally with ``x_i`` restricted to a support mask), each item with its own stopping
-test, on NumPy or CuPy arrays.  It is the least-squares engine of CoSaMP, of
-:func:`modelcs.debias` (and so of the Lasso's debiasing and the phase-transition sweep)
-and of the pseudoinverse reconstruction.  Started from ``x = 0`` its iterates stay in the
-row space of the (restricted) ``A``, so it converges to the minimum-norm solution.
+:func:`lsqr` solves ``min_x ||b_i - A x_i||`` for a batch of right-hand sides at once
+(optionally with ``x_i`` restricted to a support mask, optionally from a start ``x0``), each
+item with its own stopping tests, on NumPy or CuPy arrays.  It is the least-squares engine
+of CoSaMP, of :func:`modelcs.debias` (and so of the Lasso's debiasing and the
+phase-transition sweep) and of :func:`modelcs.pinv_reconstruct`.  Started from ``x = 0``
+its iterates stay in the row space of the (restricted) ``A``, so it converges to the
+minimum-norm solution.
 
 :func:`lanczos_norm_sq` estimates ``||A||_2^2`` (what :meth:`LinearOperator.norm` caches).
 
-Method: CGLS (Hestenes & Stiefel 1952; Paige & Saunders 1982, Sec. 7.1, "CGLS"), i.e.
-conjugate gradients on the normal equations ``A^T A x = A^T b`` written so that only
-``A`` and ``A^T`` are applied (never ``A^T A`` formed): one ``A`` and one ``A^T`` per
-iteration for the whole batch.
+Method: LSQR (Paige & Saunders, "LSQR: An algorithm for sparse linear equations and sparse
+least squares", ACM TOMS 8(1), 1982): Golub-Kahan bidiagonalisation, only ``A`` and ``A^T``
+applied (never ``A^T A`` formed), one of each per iteration for the whole batch.  It is
+equivalent to CGLS in exact arithmetic and stabler in floating point (CGLS stalled at a
+relative residual of 5e-5 on MobileNetV2's first layer where LSQR converges).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 
 from ._backend import get_array_module
 
-__all__ = ["cgls", "KrylovResult", "lanczos_norm_sq", "batch_norms"]
+__all__ = ["lsqr", "KrylovResult", "lanczos_norm_sq", "batch_norms"]
 
 
 def batch_norms(a: Any) -> Any:
@@ -37,7 +39,7 @@ def batch_norms(a: Any) -> Any:
 
 @dataclass(eq=False)
 class KrylovResult:
-    """Output of :func:`cgls`.
+    """Output of :func:`lsqr`.
 
     Attributes
     ----------
@@ -46,54 +48,80 @@ class KrylovResult:
     n_iter : ndarray of int ``(B,)``
         Iterations each item ran.
     converged : ndarray of bool ``(B,)``
-        Whether its gradient norm reached the threshold.
+        Whether one of the stopping tests was met (not merely ``max_iter`` reached).
+    residual_norm : ndarray of float ``(B,)``
+        LSQR's estimate of ``||b_i - A x_i||`` (exact in exact arithmetic).
+    normal_residual_norm : ndarray of float ``(B,)``
+        LSQR's estimate of ``||A^T (b_i - A x_i)||`` (restricted to the mask).
     """
 
     x: Any
     n_iter: np.ndarray
     converged: np.ndarray
+    residual_norm: np.ndarray
+    normal_residual_norm: np.ndarray
 
 
-def cgls(
+def lsqr(
     A: Any,
     b: Any,
     *,
     mask: Any = None,
     x0: Any = None,
     max_iter: int | None = None,
-    tol: float = 1e-10,
-    atol: Any = None,
+    atol: float | None = None,
+    btol: float | None = None,
+    gtol: Any = None,
     callback: Any = None,
 ) -> KrylovResult:
-    """Batched CGLS: ``x_i = argmin ||b_i - A x_i||`` (with ``supp x_i`` in ``mask_i``).
+    """Batched LSQR: ``x_i = argmin ||b_i - A x_i||`` (with ``supp x_i`` in ``mask_i``).
+
+    LSQR (Paige & Saunders, "LSQR: An algorithm for sparse linear equations and sparse
+    least squares", ACM TOMS 8(1), 1982, Sec. 4 and the stopping rules of Sec. 6): Golub-Kahan
+    bidiagonalisation of ``A`` started from ``b`` and a QR update of the bidiagonal matrix,
+    one ``A`` and one ``A^T`` per iteration for the whole batch, never ``A^T A``.  It is
+    mathematically CGLS (conjugate gradients on the normal equations) but numerically
+    stabler: it does not stall on ill-conditioned operators where CGLS does.  Started from
+    ``x = 0`` (or solving for the correction ``x - x0``) its iterates stay in the row space of
+    the (restricted) ``A``, so it converges to the minimum-norm (correction) solution.
+
+    Item ``i`` stops at the first of (SciPy's ``scipy.sparse.linalg.lsqr`` tests 1 and 2,
+    with ``||A||`` LSQR's Frobenius-norm estimate, ``r = b - A x``, norms of the correction
+    when ``x0`` is given)::
+
+        ||r|| <= btol ||b|| + atol ||A|| ||x||      (consistent systems)
+        ||A^T r|| <= atol ||A|| ||r||               (least squares)
+        ||A^T r|| <= gtol_i                          (absolute normal-equation residual)
 
     Parameters
     ----------
     A : modelcs LinearOperator
         Applied as ``A @ x`` on batches ``(B, *A.in_shape)`` and ``A.T @ r``.
     b : array ``(B, *A.out_shape)``
-        Right-hand sides (a batch; NumPy or CuPy).
+        Right-hand sides (a batch; NumPy or CuPy: the array module is taken from ``b``).
+        The iteration runs in ``b``'s dtype (scalars of the recurrences in float64).
     mask : bool array ``A.in_shape`` or ``(B, *A.in_shape)``, optional
-        Restrict item ``i``'s unknowns to ``mask_i`` (the least-squares problem of
-        ``A`` restricted to those columns); ``None`` = all columns.
+        Restrict item ``i``'s unknowns to ``mask_i``: LSQR on
+        :class:`~modelcs.MaskedOperator` ``(A, mask)``; ``None`` = all columns.
     x0 : array ``(B, *A.in_shape)``, optional
-        Warm start (projected onto the mask); default zero (minimum-norm solution).
+        Start (projected onto the mask): LSQR solves for the correction ``x - x0``.
     max_iter : int, optional
         Iteration cap per item; default ``2 * min(A.shape)``.
-    tol : float
-        Item ``i`` stops when ``||mask_i * A^T (b_i - A x_i)|| <= tol * ||mask_i * A^T b_i||``
-        (relative gradient of the normal equations).
-    atol : float or array ``(B,)``, optional
-        Absolute gradient thresholds instead of ``tol * ||mask * A^T b||``.
+    atol, btol : float, optional
+        SciPy's tolerances of the two relative tests above; default ``1e-6`` for float32
+        ``b`` and ``1e-12`` otherwise.  ``0`` switches the test off.
+    gtol : float or array ``(B,)``, optional
+        Absolute thresholds of ``||A^T r_i||`` (e.g. a fraction of ``||A^T b_i||``).
     callback : callable, optional
         Called after every iteration with a dict ``{"iteration", "x", "active",
         "residual_norms"}`` (the iterates of the items that ran that iteration, their batch
-        indices and residual norms ``||b_i - A x_i||``); a truthy return stops every item.
+        indices and their residual norms ``||b_i - A x_i||``, computed exactly); a truthy
+        return stops every item.
 
     Returns
     -------
     KrylovResult
-        ``x``, ``n_iter`` and ``converged`` per item.
+        ``x``, ``n_iter``, ``converged`` and the residual estimates per item.
 
     Examples
     --------
@@ -101,7 +129,7 @@ def cgls(
     >>> from modelcs import MatrixOperator
     >>> A = MatrixOperator(np.random.default_rng(0).standard_normal((8, 3)))
     >>> x = np.array([[1.0, -2.0, 0.5], [0.0, 1.0, 3.0]])
-    >>> res = cgls(A, A @ x)
+    >>> res = lsqr(A, A @ x)
     >>> bool(np.allclose(res.x, x)), res.converged.tolist()
     (True, [True, True])
     """
@@ -109,59 +137,98 @@ def cgls(
     B = b.shape[0]
     if max_iter is None:
         max_iter = 2 * min(A.shape)
-    shape = (-1,) + (1,) * len(A.in_shape)
-    rshape = (-1,) + (1,) * len(A.out_shape)
-
-    def restrict(v: Any) -> Any:
-        return v if mask is None else xp.where(mask, v, 0)
-
+    default = 1e-6 if b.dtype == np.float32 else 1e-12
+    atol = default if atol is None else float(atol)
+    btol = default if btol is None else float(btol)
+    g_stop = None
+    if gtol is not None:
+        g_stop = xp.broadcast_to(xp.asarray(gtol, dtype=np.float64), (B,))
     if mask is not None:
-        # the restricted problem's operator A_S = A diag(mask): a LinearOperator of its own
-        # (dot-tested in the test suite), so the iteration below is plain CGLS on A_S
-        from .operators.base import MaskedOperator
+        from .operators.base import MaskedOperator  # noqa: PLC0415
 
-        A = MaskedOperator(A, mask if mask.ndim == len(A.in_shape) else
-                           xp.broadcast_to(mask, (B, *A.in_shape)))
+        if mask.ndim == len(A.in_shape):
+            mask = xp.broadcast_to(mask, (B, *A.in_shape))
+        A = MaskedOperator(A, mask)
+    dt = b.dtype
+
+    def bc(s: Any, like: Any) -> Any:  # per-item float64 scalars -> broadcastable, like's dtype
+        return s.reshape((B,) + (1,) * (like.ndim - 1)).astype(like.dtype, copy=False)
+
+    def safe(s: Any) -> Any:
+        return xp.where(s > 0, s, 1.0)
 
     if x0 is None:
-        x = xp.zeros((B, *A.in_shape), dtype=b.dtype)
-        r = b
-        s = restrict(A.T @ b)
-        ref = batch_norms(s)
+        start = None
+        r0 = b
     else:
-        x = restrict(x0).astype(b.dtype, copy=True)
-        r = b - A @ x
-        s = restrict(A.T @ r)
-        ref = batch_norms(restrict(A.T @ b)) if atol is None else None
-    stop = tol * ref if atol is None else xp.broadcast_to(xp.asarray(atol, dtype=np.float64), (B,))
-    p = s
-    gamma = batch_norms(s) ** 2
+        start = x0.astype(dt, copy=True)
+        if mask is not None:
+            start = xp.where(mask, start, 0)
+        r0 = b - A @ start
+    beta = batch_norms(r0)
+    bnorm = beta
+    u = r0 / bc(safe(beta), r0)
+    v = A.T @ u
+    alpha = batch_norms(v)
+    v = v / bc(safe(alpha), v)
+    w = v.copy()
+    x = xp.zeros_like(v)
+    phibar, rhobar = beta.copy(), alpha.copy()
+    anorm2 = xp.zeros_like(beta)
+    rnorm, arnorm = beta.copy(), alpha * beta
+    # beta == 0: x = x0 solves exactly; alpha == 0: A^T r0 = 0, x0 is a least-squares solution
+    conv = (beta == 0) | (alpha == 0)
+    if g_stop is not None:
+        conv = conv | (arnorm <= g_stop)
+    done = conv
     n_iter = np.zeros(B, dtype=np.int64)
     for it in range(1, max_iter + 1):
-        active = xp.sqrt(gamma) > stop
-        act_np = np.asarray(active.get() if hasattr(active, "get") else active)
-        if not act_np.any():
+        active_np = ~_host(done)
+        if not active_np.any():
             break
-        n_iter += act_np
-        q = A @ p
-        qq = batch_norms(q) ** 2
-        alpha = xp.where(active & (qq > 0), gamma / xp.where(qq > 0, qq, 1.0), 0.0)
-        x = x + alpha.reshape(shape).astype(x.dtype) * p
-        r = r - alpha.reshape(rshape).astype(r.dtype) * q
-        s = restrict(A.T @ r)
-        gamma_new = batch_norms(s) ** 2
-        beta = xp.where(active & (gamma > 0), gamma_new / xp.where(gamma > 0, gamma, 1.0), 0.0)
-        p = s + beta.reshape(shape).astype(s.dtype) * p
-        gamma = xp.where(active, gamma_new, gamma)
+        n_iter += active_np
+        # Golub-Kahan bidiagonalisation step
+        u = A @ v - bc(alpha, u) * u
+        beta = batch_norms(u)
+        u = u / bc(safe(beta), u)
+        anorm2 = anorm2 + alpha**2 + beta**2
+        v = A.T @ u - bc(beta, v) * v
+        alpha = batch_norms(v)
+        v = v / bc(safe(alpha), v)
+        # plane rotation eliminating the subdiagonal beta
+        rho = xp.sqrt(rhobar**2 + beta**2)
+        rho_s = safe(rho)
+        c, s = rhobar / rho_s, beta / rho_s
+        theta = s * alpha
+        phi = c * phibar
+        step = xp.where(done, 0.0, phi / rho_s)
+        x = x + bc(step, x) * w
+        w = v - bc(xp.where(rho > 0, theta / rho_s, 0.0), w) * w
+        rhobar = xp.where(done, rhobar, -c * alpha)
+        phibar = xp.where(done, phibar, s * phibar)
+        rnorm = xp.where(done, rnorm, xp.abs(phibar))
+        arnorm = xp.where(done, arnorm, rnorm * alpha * xp.abs(c))
+        anorm = xp.sqrt(anorm2)
+        xnorm = batch_norms(x)
+        test = (rnorm <= btol * bnorm + atol * anorm * xnorm) | (arnorm <= atol * anorm * rnorm)
+        test = test | (rho == 0)
+        if g_stop is not None:
+            test = test | (arnorm <= g_stop)
+        conv = conv | (~done & test)
+        done = done | conv
         if callback is not None:
-            idx = np.flatnonzero(act_np)
+            idx = np.flatnonzero(active_np)
             sel = xp.asarray(idx)
-            if callback({"iteration": it, "x": x[sel], "active": idx,
-                         "residual_norms": np.asarray(_host(batch_norms(r[sel])))}):
+            xs = x if start is None else x + start
+            rs = batch_norms((b - A @ xs)[sel])
+            if callback({"iteration": it, "x": xs[sel], "active": idx,
+                         "residual_norms": np.asarray(_host(rs))}):
                 break
-    conv = xp.sqrt(gamma) <= stop
-    conv_np = np.asarray(conv.get() if hasattr(conv, "get") else conv)
-    return KrylovResult(x=x, n_iter=n_iter, converged=conv_np.astype(bool))
+    if start is not None:
+        x = x + start
+    return KrylovResult(x=x, n_iter=n_iter, converged=np.asarray(_host(conv)).astype(bool),
+                        residual_norm=np.asarray(_host(rnorm)),
+                        normal_residual_norm=np.asarray(_host(arnorm)))
 
 
 def _host(a: Any) -> Any:

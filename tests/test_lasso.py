@@ -176,7 +176,7 @@ def test_callback_sees_every_iteration_and_can_stop():
     assert (full.n_iter > 5).all()
 
 
-def test_debias_callback_sees_every_cgls_iteration_and_can_stop():
+def test_debias_callback_sees_every_lsqr_iteration_and_can_stop():
     from modelcs import debias
 
     A = np.random.default_rng(0).standard_normal((30, 60))

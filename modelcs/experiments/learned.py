@@ -157,7 +157,7 @@ def relu_pinv_error(
     Returns ``(relative error, fraction of active rows, LSQR's condition estimate)``; the
     least-squares problem ``min ||(W x' + b - h)_A||`` is solved by SciPy's LSQR on ``W``
     restricted to the active rows (:class:`~modelcs.MaskedOperator`, no dense matrix).
-    LSQR rather than the package's batched CGLS because its condition estimate is part of
+    SciPy's LSQR rather than the package's batched one because its condition estimate is part of
     the answer: when the active rows have full column rank the exact error is 0 and the
     returned error is the solver's, falling with ``max_iter`` (LSQR iterations) at a rate set by the
     conditioning (a measure of how stably the activations determine ``x``).

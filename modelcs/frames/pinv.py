@@ -4,7 +4,8 @@
 filters) is the minimum-norm least-squares solution of ``W x = z`` with our analysis
 operator ``W``.  It is computed by LSQR (Paige & Saunders 1982), started from ``x = 0`` so that
 the iterates stay in the row space of ``W`` and converge to the minimum-norm solution; no
-matrix is formed.  The iteration is batched (one call for a batch of right-hand sides and
+matrix is formed (the package's one batched LSQR, :func:`modelcs._krylov.lsqr`).  The
+iteration is batched (one call for a batch of right-hand sides and
 supports) and always runs in float64: float32 data are promoted and the result cast back,
 because in float32 the iteration stalls far above the tolerance on real layers.  Each item
 is divided by its largest entry first and the solution multiplied back, so data of any
@@ -20,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import get_array_module
+from .._backend import get_array_module, to_numpy
+from .._krylov import batch_norms, lsqr
 from .._validation import check_finite, check_positive_int
 from ..operators import LinearOperator
 from ..operators.base import MaskedOperator
@@ -75,81 +77,6 @@ class PinvResult(RecoveryResult):
         return self.z
 
 
-def _lsqr_batched(
-    forward: Any, adjoint: Any, b: Any, tol: float, max_iter: int,
-    callback: Callable[[Any, Any, Any, Any], Any] | None = None,
-) -> tuple[Any, Any, np.ndarray]:
-    """Batched LSQR for ``min ||A x - b||`` (min-norm), ``b`` of shape ``(B, ...)``.
-
-    Stops item by item when ``||r|| <= tol ||b||`` (consistent systems) or
-    ``||A^T r|| <= tol ||A||_F,est ||r||`` (least squares), the tests of Paige & Saunders
-    with ``atol = btol = tol``.  ``callback(iteration, x, active, rnorm)`` (the items that
-    ran that iteration, their LSQR residual estimates) is called after every iteration; a
-    truthy return stops.  Returns ``(x, converged, iterations per item)``.
-    """
-    xp = get_array_module(b)
-    B = b.shape[0]
-
-    def nrm(a: Any) -> Any:
-        return xp.sqrt((a.reshape(B, -1) ** 2).sum(axis=1))
-
-    def bc(s: Any, like: Any) -> Any:
-        return s.reshape((B,) + (1,) * (like.ndim - 1))
-
-    def safe(s: Any) -> Any:
-        return xp.where(s > 0, s, 1.0)
-
-    beta = nrm(b)
-    bnorm = beta
-    u = b / bc(safe(beta), b)
-    v = adjoint(u)
-    alpha = nrm(v)
-    v = v / bc(safe(alpha), v)
-    w = v.copy()
-    x = xp.zeros_like(v)
-    phibar, rhobar = beta.copy(), alpha.copy()
-    anorm2 = alpha**2
-    done = (beta == 0) | (alpha == 0)
-    n_iter = np.zeros(B, dtype=np.int64)
-    it = 0
-    while it < max_iter and not bool(done.all()):
-        it += 1
-        ran = np.asarray(_host(~done), dtype=bool)
-        n_iter += ran
-        u = forward(v) - bc(alpha, u) * u
-        beta = nrm(u)
-        u = u / bc(safe(beta), u)
-        anorm2 = anorm2 + beta**2
-        v = adjoint(u) - bc(beta, v) * v
-        alpha = nrm(v)
-        v = v / bc(safe(alpha), v)
-        anorm2 = anorm2 + alpha**2
-        rho = xp.sqrt(rhobar**2 + beta**2)
-        rho_s = safe(rho)
-        c, s = rhobar / rho_s, beta / rho_s
-        theta = s * alpha
-        rhobar = -c * alpha
-        phi = c * phibar
-        phibar = s * phibar
-        step = xp.where(done, 0.0, phi / rho_s)
-        x = x + bc(step, x) * w
-        w = v - bc(theta / rho_s, w) * w
-        rnorm = xp.abs(phibar)
-        arnorm = rnorm * alpha * xp.abs(c)
-        conv = (rnorm <= tol * bnorm) | (arnorm <= tol * xp.sqrt(anorm2) * rnorm)
-        done = done | conv | (beta == 0) | (alpha == 0)
-        if callback is not None:
-            idx = np.flatnonzero(ran)
-            sel = xp.asarray(idx)
-            if callback(it, x[sel], idx, rnorm[sel]):
-                break
-    return x, done, n_iter
-
-
-def _host(a: Any) -> Any:
-    return a.get() if hasattr(a, "get") else a
-
-
 def pinv_reconstruct(
     W: LinearOperator,
     h: Any,
@@ -172,17 +99,19 @@ def pinv_reconstruct(
         shifted filters (rows of ``W`` where ``support`` is True) and the matching entries of
         ``h`` are used: ``x' = (W_hat_x^T)^+ z`` of Algorithm 2 (the max-pooling case).
     tol : float, optional
-        LSQR stopping tolerance: relative residual ``||h - A x|| <= tol ||h||`` (consistent
-        systems) or relative normal-equation residual (least squares), ``A`` = ``W`` on the
-        support; default ``1e-12`` for float64 data and ``1e-6`` for float32 data.
+        LSQR stopping tolerance (``atol = btol = tol`` of ``scipy.sparse.linalg.lsqr``):
+        ``||h - A x|| <= tol (||h|| + ||A|| ||x||)`` (consistent systems) or
+        ``||A^T (h - A x)|| <= tol ||A|| ||h - A x||`` (least squares), ``A`` = ``W`` on the
+        support, ``||A||`` LSQR's Frobenius-norm estimate; default ``1e-12`` for float64
+        data and ``1e-6`` for float32 data.
     max_iter : int, optional
         Iteration cap, default ``2 * min(W.shape)``; a :class:`ConvergenceWarning` is issued
         if some item has not converged by then.
     callback : callable, optional
         Called after every LSQR iteration with a dict ``{"iteration", "z", "x", "active",
         "residual_norms"}``: the current reconstructions of the items still iterating
-        (``"x"`` is ``"z"``, in the data's scale), their batch indices and LSQR's running
-        estimates of ``||h - W x||`` on the support.  A truthy return value stops all items
+        (``"x"`` is ``"z"``, in the data's scale), their batch indices and their residuals
+        ``||h - W x||`` on the support.  A truthy return value stops all items
         (``converged`` then says which had met the tolerance; no warning is issued).
 
     Returns
@@ -264,21 +193,21 @@ def pinv_reconstruct(
             raise TypeError(f"parameter 'callback' must be callable or None; got {callback!r}")
         user = callback
 
-        def cb(it: int, xa: Any, idx: np.ndarray, rnorm: Any) -> bool:
+        def cb(info: dict[str, Any]) -> bool:
             nonlocal stopped
-            sel = xp.asarray(idx)
-            xs = xa * xscale[sel]
-            r = np.asarray(_host(rnorm * scale.reshape(B)[sel]), dtype=np.float64)
-            stopped = bool(user({"iteration": it, "z": xs, "x": xs, "active": idx,
-                                 "residual_norms": r}))
+            sel = xp.asarray(info["active"])
+            xs = info["x"] * xscale[sel]
+            r = info["residual_norms"] * to_numpy(scale.reshape(B)[sel])
+            stopped = bool(user({"iteration": info["iteration"], "z": xs, "x": xs,
+                                 "active": info["active"], "residual_norms": r}))
             return stopped
 
-    x, done, n_iter = _lsqr_batched(lambda v: A @ v, lambda u: A.T @ u, hb, float(tol),
-                                    n_max, cb)
-    done_np = np.asarray(_host(done), dtype=bool)
+    kr = lsqr(A, hb, max_iter=n_max, atol=float(tol), btol=float(tol), callback=cb)
+    x, n_iter = kr.x, kr.n_iter
+    done_np = kr.converged
     # residuals from x itself (not LSQR's recurrences), in the data's scale
-    r0 = np.asarray(_host(_norms(hb) * scale.reshape(B)), dtype=np.float64)
-    rf = np.asarray(_host(_norms(hb - A @ x) * scale.reshape(B)), dtype=np.float64)
+    r0 = to_numpy(batch_norms(hb) * scale.reshape(B)).astype(np.float64)
+    rf = to_numpy(batch_norms(hb - A @ x) * scale.reshape(B)).astype(np.float64)
     x = x * xscale
     if not bool(done_np.all()) and not stopped:
         warnings.warn(
@@ -300,12 +229,6 @@ def pinv_reconstruct(
         residual_norm=one(rf),
         residual_norms=np.stack([r0, rf]) if batched else np.array([r0[0], rf[0]]),
     )
-
-
-def _norms(a: Any) -> Any:
-    xp = get_array_module(a)
-    flat = a.reshape(a.shape[0], -1)
-    return xp.sqrt(xp.einsum("ij,ij->i", flat, flat))
 
 
 def reconstruction_ratio(x: Any, x_rec: Any, *, batched: bool = False) -> Any:

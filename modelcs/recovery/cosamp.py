@@ -12,12 +12,12 @@ The stronger baseline next to :func:`~modelcs.iht`, with the same sparsity model
 ``M_k^2`` (sums of two model points) is projected onto exactly: for :class:`ModelSparse`
 it is "at most two nonzeros per unit, at most ``2k`` in total"; for :class:`TopKSparse`
 ``2k``-sparse; for :class:`BlockSparse` ``2k`` blocks.  The least-squares step is solved
-matrix-free and batched by CGLS (:func:`modelcs._krylov.cgls`) on the support
+matrix-free and batched by LSQR (:func:`modelcs._krylov.lsqr`) on the support
 (warm-started from the current code), so the operator is never densified.
 
 Stopping (per signal): relative residual ``<= tol`` or relative change of the code
 ``<= tol`` (after the least-squares step on the right support the code is exact up to the
-CGLS tolerance, so no error estimate is needed here as it is for IHT).
+LSQR tolerance, so no error estimate is needed here as it is for IHT).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import to_numpy
-from .._krylov import cgls
+from .._krylov import lsqr
 from .._validation import check_max_iter, check_nonnegative_int, check_tol
 from ..models import SparsityModel
 from ._common import Active, RecoveryResult, batch_norms, prepare
@@ -57,10 +57,10 @@ def cosamp(
     Phi, y, model, max_iter, tol, z0, callback
         As for :func:`~modelcs.iht` (``Phi`` anything :func:`~modelcs.as_operator` accepts).
     cg_iter : int, optional
-        Maximum CGLS iterations per least-squares step (default ``max(20, 3 * 3k)``,
+        Maximum LSQR iterations per least-squares step (default ``max(20, 3 * 3k)``,
         enough for the ``<= 3k``-dimensional support problem).
     cg_tol : float
-        CGLS stops when the gradient norm on the support is ``<= cg_tol * ||Phi^T y||``.
+        LSQR stops when the gradient norm on the support is ``<= cg_tol * ||Phi^T y||``.
 
     Returns
     -------
@@ -98,7 +98,7 @@ def cosamp(
     ynorm = to_numpy(_norms(yb))
     hist = [res.copy()]
     final = res.copy()  # residual of the returned code, per signal
-    # CGLS tolerance relative to ||Phi^T y|| (scale-free, independent of the warm start)
+    # LSQR stops at ||Phi_T^T r|| <= cg_tol ||Phi^T y|| (scale-free, independent of warm start)
     cg_stop = cg_tol * _norms(Phi.T @ yb)
     st = Active(idx=np.arange(B), z=z_out.copy(), y=yb, r=r, ynorm=ynorm, cg_stop=cg_stop)
     done0 = res <= tol * ynorm
@@ -112,7 +112,8 @@ def cosamp(
             break
         e = Phi.T @ st.r
         T = model.support_sum(e, 2) | (st.z != 0)
-        b = cgls(Phi, st.y, mask=T, x0=st.z, max_iter=n_cg, atol=st.cg_stop).x
+        b = lsqr(Phi, st.y, mask=T, x0=st.z, max_iter=n_cg, atol=0.0, btol=0.0,
+                 gtol=st.cg_stop).x
         z_new = model.project_batch(b)
         r_new = st.y - Phi @ z_new
         res = to_numpy(_norms(r_new))

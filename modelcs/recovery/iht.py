@@ -13,7 +13,7 @@ A batch of signals is solved in one vectorised call: every iteration applies ``P
 ``Phi^T`` once to the whole *active* batch, and signals that have converged (or diverged)
 are removed from the active batch, so they stop costing work.  When ``Phi`` is the
 adjoint ``W.T`` of a :class:`~modelcs.ConvOperator`, products ``Phi @ z`` with sparse ``z``
-(iterates, NIHT search directions, CoSaMP's CGLS directions) add the shifted filters
+(iterates, NIHT search directions, CoSaMP's LSQR directions) add the shifted filters
 directly (the operator's sparse-code path, ``nnz * M * l^d`` instead of ``K n M l^d``
 multiply-adds; same result up to rounding).
 

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import get_array_module, result_dtype, to_numpy
-from .._krylov import cgls
+from .._krylov import KrylovResult, lsqr
 from .._validation import as_batch, check_finite, check_positive_int, check_tol
 from ..operators.base import LinearOperator
 from ..operators.matrix import as_operator
@@ -436,10 +436,19 @@ def lasso(
 
 
 def _debias_batch(Phi: LinearOperator, yb: Any, mask: Any, tol: float | None = None) -> Any:
-    """Least squares on per-signal supports (batched CGLS), zero where the support is empty."""
+    """Least squares on per-signal supports (batched LSQR), zero where the support is empty."""
     if tol is None:
         tol = 1e-6 if yb.dtype == np.float32 else 1e-12
-    return cgls(Phi, yb, mask=mask, max_iter=2 * min(Phi.shape), tol=tol).x
+    return _support_lsqr(Phi, yb, mask, 2 * min(Phi.shape), tol).x
+
+
+def _support_lsqr(Phi: LinearOperator, yb: Any, mask: Any, max_iter: int, tol: float,
+                  callback: Callable[[dict[str, Any]], Any] | None = None) -> KrylovResult:
+    """LSQR on the supports, stopped when ``||mask * Phi^T r|| <= tol ||mask * Phi^T y||``."""
+    xp = get_array_module(yb)
+    ref = batch_norms(xp.where(mask, Phi.T @ yb, 0))
+    return lsqr(Phi, yb, mask=mask, max_iter=max_iter, atol=0.0, btol=0.0, gtol=tol * ref,
+                callback=callback)
 
 
 def debias(
@@ -455,9 +464,9 @@ def debias(
 
     The "debiasing" step after an l1 solver (the Lasso shrinks every nonzero towards 0 by
     about ``lam``; refitting on its support removes that bias), and the least-squares step
-    of CoSaMP (Needell & Tropp 2009, Algorithm 1).  Solved matrix-free and batched by CGLS
-    (:func:`modelcs._krylov.cgls`) from zero, so a rank-deficient support gives the
-    minimum-norm solution.
+    of CoSaMP (Needell & Tropp 2009, Algorithm 1).  Solved matrix-free and batched by LSQR
+    (Paige & Saunders 1982; :func:`modelcs._krylov.lsqr`) from zero, so a rank-deficient
+    support gives the minimum-norm solution.
 
     Parameters
     ----------
@@ -465,12 +474,12 @@ def debias(
     y : array ``Phi.out_shape`` (or flat) or a batch ``(B, *Phi.out_shape)``
     support : bool array ``Phi.in_shape`` (shared) or ``(B, *Phi.in_shape)``
     max_iter : int, optional
-        CGLS iteration cap (default ``2 * min(Phi.shape)``).
+        LSQR iteration cap (default ``2 * min(Phi.shape)``).
     tol : float, optional
-        Relative normal-equation residual at which CGLS stops (default ``1e-12`` for
+        Relative normal-equation residual at which LSQR stops (default ``1e-12`` for
         float64, ``1e-6`` for float32).
     callback : callable, optional
-        Called after every CGLS iteration with a dict ``{"iteration", "z", "active",
+        Called after every LSQR iteration with a dict ``{"iteration", "z", "active",
         "residual_norms"}`` (the iterates of the signals still iterating, their batch
         indices and residuals ``||y - Phi z||``); a truthy return value stops all signals
         (``converged`` then says which had met the tolerance).
@@ -478,7 +487,7 @@ def debias(
     Returns
     -------
     RecoveryResult
-        ``z`` (zero off the support), CGLS ``n_iter``/``converged``, ``residual_norm``.
+        ``z`` (zero off the support), LSQR ``n_iter``/``converged``, ``residual_norm``.
 
     Examples
     --------
@@ -518,7 +527,7 @@ def debias(
             return user({"iteration": info["iteration"], "z": info["x"],
                          "active": info["active"], "residual_norms": info["residual_norms"]})
 
-    kr = cgls(Phi, yb, mask=mask, max_iter=n_it, tol=tol, callback=cb)
+    kr = _support_lsqr(Phi, yb, mask, n_it, tol, cb)
     r0 = to_numpy(batch_norms(yb))
     rf = to_numpy(batch_norms(yb - Phi @ kr.x))
     return RecoveryResult(
