@@ -99,8 +99,8 @@ def pinv_reconstruct(
         shifted filters (rows of ``W`` where ``support`` is True) and the matching entries of
         ``h`` are used: ``x' = (W_hat_x^T)^+ z`` of Algorithm 2 (the max-pooling case).
     tol : float, optional
-        LSQR stopping tolerance (``atol = btol = tol`` of ``scipy.sparse.linalg.lsqr``):
-        ``||h - A x|| <= tol (||h|| + ||A|| ||x||)`` (consistent systems) or
+        LSQR stopping tolerance (``atol = btol = tol``): relative residual
+        ``||h - A x|| <= tol ||h||`` (consistent systems) or
         ``||A^T (h - A x)|| <= tol ||A|| ||h - A x||`` (least squares), ``A`` = ``W`` on the
         support, ``||A||`` LSQR's Frobenius-norm estimate; default ``1e-12`` for float64
         data and ``1e-6`` for float32 data.
