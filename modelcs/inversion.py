@@ -65,7 +65,7 @@ import numpy as np
 
 from ._validation import check_choice, check_positive_int
 from .adapters.network import ForwardResult, Network, unpool
-from .operators.base import LinearOperator
+from .operators.base import MaskedOperator
 from .operators.conv import ConvOperator
 from .recovery._common import RecoveryResult
 
@@ -129,21 +129,6 @@ class InversionResult(RecoveryResult):
         return self.z
 
 
-class _MaskedConv(LinearOperator):
-    """``x -> (W x) * mask``: the rows of ``W`` in the mask (others zero rows)."""
-
-    def __init__(self, W: ConvOperator, mask: np.ndarray):
-        super().__init__(W.in_shape, W.out_shape, W.dtype)
-        self.W = W
-        self.mask = mask.astype(W.dtype)
-
-    def _forward(self, x: Any) -> Any:
-        return (self.W @ x) * self.mask
-
-    def _adjoint(self, y: Any) -> Any:
-        return self.W.T @ (y * self.mask)
-
-
 def network_shapes(net: Network, input_shape: Sequence[int]) -> list[tuple[int, ...]]:
     """Channels-first shapes ``(C, *n)`` of the network input and of every layer's output.
 
@@ -189,7 +174,7 @@ def _sparse_recover(
 
     out = np.zeros((y.shape[0], *W.in_shape), dtype=W.dtype)
     for i in range(y.shape[0]):
-        Phi = _MaskedConv(W, mask[i])
+        Phi = MaskedOperator(W.T, mask[i]).T  # x -> (W x) on the rows in the mask
         yi = y[i] * mask[i]
         model = TopKSparse(int(k[i]), by="value", ndim=len(W.in_shape) - 1)
         if method == "iht":

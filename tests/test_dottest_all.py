@@ -58,13 +58,6 @@ def _masked_ops(dtype):
     ]
 
 
-def _masked_conv(dtype):
-    from modelcs.inversion import _MaskedConv  # rows of W kept by max-pool switches
-
-    W = _conv(dtype)
-    return [_MaskedConv(W, _mask(W.out_shape, 4))]
-
-
 # "module.QualifiedName" -> builder(dtype) returning instances of exactly that class
 BUILDERS: dict[str, Callable[[type], list[LinearOperator]]] = {
     "modelcs.operators.conv.ConvOperator": lambda dt: [
@@ -81,7 +74,6 @@ BUILDERS: dict[str, Callable[[type], list[LinearOperator]]] = {
         vstack([_conv(dt), -_conv(dt, seed=1)]),
         vstack([_conv(dt), _conv(dt).T @ _conv(dt)]),  # different output shapes
     ],
-    "modelcs.inversion._MaskedConv": _masked_conv,
     # classes of the public-contract work in flight; used once they exist
     "modelcs.operators.matrix.MatrixOperator": _matrix_ops,
     "modelcs.operators.base.MaskedOperator": _masked_ops,
