@@ -184,9 +184,12 @@ def load_images(source: str | os.PathLike[str] | Sequence[Any]) -> list[tuple[st
 def _read_image(path: Path) -> np.ndarray:
     from PIL import Image
 
+    from .._safeio import open_regular
+
     if not path.is_file():
         raise ValueError(f"parameter 'images': {str(path)!r} is not a regular file")
-    with Image.open(path) as im:
+    # opened with O_NONBLOCK and re-checked on the descriptor: a FIFO swapped in never blocks
+    with open_regular(path, what="image") as fh, Image.open(fh) as im:
         w, h = im.size
         if w * h > _MAX_PIXELS:
             raise ValueError(f"image {str(path)!r} has {w}x{h} pixels; refusing more than "
