@@ -79,7 +79,7 @@ BUILDERS: dict[str, Callable[[type], list[LinearOperator]]] = {
     "modelcs.operators.base.MaskedOperator": _masked_ops,
 }
 # builders for classes that other work in flight adds; they may be absent until it lands
-PENDING = {"modelcs.operators.matrix.MatrixOperator", "modelcs.operators.base.MaskedOperator"}
+PENDING: set[str] = set()  # every operator class the builders name exists in this tree
 
 
 def _import_all() -> None:
