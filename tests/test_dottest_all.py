@@ -74,11 +74,11 @@ BUILDERS: dict[str, Callable[[type], list[LinearOperator]]] = {
         vstack([_conv(dt), -_conv(dt, seed=1)]),
         vstack([_conv(dt), _conv(dt).T @ _conv(dt)]),  # different output shapes
     ],
-    # classes of the public-contract work in flight; used once they exist
+    # the public-contract operators
     "modelcs.operators.matrix.MatrixOperator": _matrix_ops,
     "modelcs.operators.base.MaskedOperator": _masked_ops,
 }
-# builders for classes that other work in flight adds; they may be absent until it lands
+# builders for classes that other work in flight adds (none now); absent ones are skipped
 PENDING: set[str] = set()  # every operator class the builders name exists in this tree
 
 
