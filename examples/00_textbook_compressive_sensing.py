@@ -71,8 +71,10 @@ def main() -> None:
     if small:
         grid = dict(n=40, measurements=[10, 20, 30], ks=[1, 3, 6, 10], trials=10)
     else:
-        grid = dict(n=200, measurements=list(range(20, 201, 20)), ks=list(range(2, 61, 4)),
-                    trials=50)
+        # 5 x 8 cells of 40 trials: under a minute on a 2-core laptop (each cell is one
+        # batched call per algorithm); a finer grid only sharpens the same picture
+        grid = dict(n=200, measurements=list(range(20, 201, 45)), ks=list(range(2, 61, 8)),
+                    trials=40)
     algos = ("niht", "cosamp", "lasso")
     t0 = time.perf_counter()
     res = phase_transition(operator="gaussian", algorithms=algos, rng=1, progress=False,
@@ -94,8 +96,9 @@ def main() -> None:
               f"{np.array_equal(remote.counts, res.counts)}")
     print("Reading the figure: white = always recovered, black = never.  Each algorithm "
           "recovers k-sparse vectors from m measurements up to a sharp 50% line; more "
-          "measurements move it to larger k.  CoSaMP and the Lasso sit slightly above "
-          "normalized IHT here.")
+          "measurements move it to larger k.  The three lines lie close together: on "
+          "Gaussian matrices none of the algorithms needs many more measurements than "
+          "the others.")
     path = out / "00_textbook_phase_transition.png"
     res.plot(path)
     print(f"wrote {path}")
