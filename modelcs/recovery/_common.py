@@ -122,6 +122,19 @@ class Prepared:
     def history(self, h: np.ndarray) -> np.ndarray:
         return h if self.kind == "batch" else h[:, 0]
 
+    def result(self, zb: Any, n_iter: np.ndarray, converged: np.ndarray, diverged: np.ndarray,
+               final: np.ndarray, hist: list[np.ndarray]) -> RecoveryResult:
+        """The :class:`RecoveryResult` of an iterative solver from its per-signal arrays
+        and its list of per-iteration residual norms, shaped as the user's input."""
+        return RecoveryResult(
+            z=self.code(zb),
+            n_iter=self.scalar(n_iter),
+            converged=self.scalar(converged),
+            diverged=self.scalar(diverged),
+            residual_norm=self.scalar(final),
+            residual_norms=self.history(np.array(hist)),
+        )
+
 
 def prepare(
     Phi: Any, y: Any, z0: Any = None, *, name: str = "Phi", model: Any = None

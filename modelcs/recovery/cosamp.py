@@ -142,12 +142,4 @@ def cosamp(
             diverged[st.idx[div]] = True
             st.keep(~fin, xp)
 
-    residual_norms = np.array(hist)
-    return RecoveryResult(
-        z=prep.code(z_out),
-        n_iter=prep.scalar(n_iter),
-        converged=prep.scalar(converged),
-        diverged=prep.scalar(diverged),
-        residual_norm=prep.scalar(final),
-        residual_norms=prep.history(residual_norms),
-    )
+    return prep.result(z_out, n_iter, converged, diverged, final, hist)

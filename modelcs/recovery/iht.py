@@ -266,15 +266,7 @@ def iht(
             IHTDivergenceWarning,
             stacklevel=2,
         )
-    residual_norms = np.array(hist)
-    return RecoveryResult(
-        z=prep.code(z_out),
-        n_iter=prep.scalar(n_iter),
-        converged=prep.scalar(converged),
-        diverged=prep.scalar(diverged),
-        residual_norm=prep.scalar(final),
-        residual_norms=prep.history(residual_norms),
-    )
+    return prep.result(z_out, n_iter, converged, diverged, final, hist)
 
 
 def _write_out(z_out: Any, st: Active, fin: np.ndarray, div: np.ndarray, xp: Any) -> None:
