@@ -770,8 +770,11 @@ class ConvOperator(LinearOperator):
         p = np.arange(N).reshape(1, N, 1, 1)
         mg = np.arange(Mg).reshape(1, 1, Mg, 1)
         j = np.arange(L).reshape(1, 1, 1, L)
-        pm = np.unravel_index(p, n)
-        jm = np.unravel_index(j, l)
+        # unravel flat ranges, then reshape: NumPy 2.4 ``unravel_index`` returns wrong
+        # coordinates past index 8192 for inputs shaped like ``(1, N, 1, 1)`` (its buffered
+        # iterator), which made rows 8193+ of a 224x224 MobileNet layer wrong
+        pm = tuple(a.reshape(p.shape) for a in np.unravel_index(np.arange(N), n))
+        jm = tuple(a.reshape(j.shape) for a in np.unravel_index(np.arange(L), l))
         valid = np.ones((1, N, 1, L), dtype=bool)
         flat_pos = np.zeros((1, N, 1, L), dtype=np.int64)
         for a in range(d):
@@ -789,22 +792,49 @@ class ConvOperator(LinearOperator):
         keep = np.broadcast_to(valid, (K, N, Mg, L))
         return rows[keep], cols[keep], ent[keep]
 
-    def to_sparse(self) -> Any:
-        """``W`` as a ``scipy.sparse.csr_array`` built from the filter taps (no dense step).
+    def to_sparse(self, format: str = "csr") -> Any:
+        """``W`` as a SciPy sparse array built from the filter taps (no dense step).
+
+        Exactly ``to_dense()`` (every padding, stride, group and 1-D/2-D layout): one
+        stored entry per filter tap that lands inside the input, ``(M / groups) * prod(l)``
+        per row at most.  Always on the host: CuPy filters are copied to NumPy.  The
+        memory for the entries is checked before anything is allocated.
+
+        Parameters
+        ----------
+        format : {'csr', 'csc', 'coo'}, default 'csr'
+            The SciPy sparse format (``csr_array``, ``csc_array`` or ``coo_array``).
+
+        Returns
+        -------
+        scipy.sparse array
+            Shape ``W.shape``, the dtype of the filters.
 
         Examples
         --------
+        >>> import numpy as np
         >>> from modelcs import ConvOperator
         >>> W = ConvOperator.random(4, 2, 3, 10, rng=0)
         >>> S = W.to_sparse()
-        >>> S.shape, S.nnz
-        ((32, 20), 192)
+        >>> S.shape, S.nnz, bool(np.array_equal(S.toarray(), W.to_dense()))
+        ((32, 20), 192, True)
         """
         import scipy.sparse as sp
 
+        check_choice("format", format, ("csr", "csc", "coo"))
         check_allocation(f"to_sparse: W's {math.prod(self.out_shape)} x {math.prod(self.in_shape)} matrix with up to {math.prod(self.filters.shape) * math.prod(self.output_spatial)} nonzeros (filters {tuple(self.filters.shape)}, {math.prod(self.output_spatial)} shifts)", 64 * math.prod(self.filters.shape) * math.prod(self.output_spatial))  # noqa: E501
         rows, cols, ent = self._sparse_indices()
         vals = to_numpy(self._filters).reshape(-1)[ent]
-        return sp.csr_array(
-            sp.coo_array((vals, (rows, cols)), shape=self.shape)
-        )
+        if self._mode == "circular" or format == "coo":
+            # wrapped taps of a filter longer than the input may share a column: summed
+            S = sp.coo_array((vals, (rows, cols)), shape=self.shape)
+            if self._mode == "circular":
+                S.sum_duplicates()
+            return S.asformat(format)
+        # zero padding: rows come out sorted and, within a row, columns strictly
+        # increasing (channel, then tap in row-major order), so CSR is direct
+        indptr = np.zeros(self.shape[0] + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=self.shape[0]), out=indptr[1:])
+        S = sp.csr_array((vals, cols, indptr), shape=self.shape)
+        S.has_sorted_indices = True
+        return S if format == "csr" else S.asformat(format)
