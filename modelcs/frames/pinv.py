@@ -2,14 +2,27 @@
 
 ``x' = (W^T)^+ z`` in the paper's notation (its ``W`` is our ``W^T``: columns = shifted
 filters) is the minimum-norm least-squares solution of ``W x = z`` with our analysis
-operator ``W``.  It is computed by LSQR (Paige & Saunders 1982), started from ``x = 0`` so that
-the iterates stay in the row space of ``W`` and converge to the minimum-norm solution; no
-matrix is formed (the package's one batched LSQR, :func:`modelcs._krylov.lsqr`).  The
-iteration is batched (one call for a batch of right-hand sides and
-supports) and always runs in float64: float32 data are promoted and the result cast back,
-because in float32 the iteration stalls far above the tolerance on real layers.  Each item
-is divided by its largest entry first and the solution multiplied back, so data of any
-magnitude representable in float64 are reconstructed.
+operator ``W``.  Two routes, both in float64 (float32 data are promoted and the result cast
+back, because in float32 an iteration stalls far above the tolerance on real layers):
+
+``"lsqr"``  LSQR (Paige & Saunders 1982), started from ``x = 0`` so that the iterates stay
+    in the row space of ``W`` and converge to the minimum-norm solution; no matrix is formed
+    (the package's one batched LSQR, :func:`modelcs._krylov.lsqr`), one call for a batch of
+    right-hand sides and supports.
+``"direct"``  the sparse matrix of ``W`` (:meth:`ConvOperator.to_sparse`) restricted to the
+    support, one sparse LU of its smaller Gram matrix (``A^T A`` for tall, ``A A^T`` for
+    wide restricted systems) per distinct support, and the corrected semi-normal equations
+    (solve, then refine on the true residual; Bjorck, "Numerical Methods for Least Squares
+    Problems", SIAM 1996, Sec. 2.5.3 and 6.6).  Columns no selected row touches are zero
+    (their minimum-norm value).  A restricted system whose Gram matrix is numerically
+    singular (inverse iteration's ``lambda_min <= 1e-10 ||G||_1``) has no unique semi-normal
+    solution: that item is solved by LSQR instead.  On MobileNetV2's first layer with
+    CReLU + 2x2 max-pooling on a 3x64x64 image it converges in two refinement steps, where
+    LSQR needs thousands of iterations (``benchmarks/bench_frames.py``).
+
+Both stop on LSQR's tests (``tol`` below) and report the residual computed from ``x``
+itself.  Each item is divided by its largest entry first and the solution multiplied back,
+so data of any magnitude representable in float64 are reconstructed.
 """
 
 from __future__ import annotations
@@ -23,11 +36,16 @@ import numpy as np
 
 from .._backend import get_array_module, to_numpy
 from .._krylov import batch_norms, lsqr
-from .._validation import check_finite, check_positive_int
-from ..operators import LinearOperator
+from .._validation import check_choice, check_finite, check_positive_int
+from ..operators import ConvOperator, LinearOperator
 from ..operators.base import MaskedOperator
 from ..operators.matrix import as_operator
 from ..recovery._common import RecoveryResult
+from ._sparse import lstsq_direct, sparse_friendly
+from .spectrum import SPARSE_MAX_WORK
+
+#: refinement steps of ``method='direct'`` when ``max_iter`` is not given
+DIRECT_MAX_ITER = 50
 
 __all__ = ["pinv_reconstruct", "reconstruction_ratio", "ConvergenceWarning", "PinvResult"]
 
@@ -51,7 +69,7 @@ class PinvResult(RecoveryResult):
     z : array ``W.in_shape`` or ``(B, *W.in_shape)``
         The minimum-norm least-squares reconstruction(s) (the dtype of the data).
     n_iter : int or ndarray of int (B,)
-        LSQR iterations per item.
+        LSQR iterations, or refinement steps of the direct route, per item.
     converged : bool or ndarray of bool (B,)
         Whether LSQR's stopping test was met (before ``max_iter`` or a callback's stop).
     diverged : bool or ndarray of bool (B,)
@@ -85,6 +103,7 @@ def pinv_reconstruct(
     tol: float | None = None,
     max_iter: int | None = None,
     callback: Callable[[dict[str, Any]], Any] | None = None,
+    method: str = "auto",
 ) -> PinvResult:
     """Minimum-norm least-squares ``x`` with ``W x ~ h`` (supplement Algorithms 1 and 2).
 
@@ -105,14 +124,22 @@ def pinv_reconstruct(
         support, ``||A||`` LSQR's Frobenius-norm estimate; default ``1e-12`` for float64
         data and ``1e-6`` for float32 data.
     max_iter : int, optional
-        Iteration cap, default ``2 * min(W.shape)``; a :class:`ConvergenceWarning` is issued
-        if some item has not converged by then.
+        Iteration cap: LSQR iterations (default ``2 * min(W.shape)``) or refinement steps of
+        ``'direct'`` (default ``DIRECT_MAX_ITER = 50``); a :class:`ConvergenceWarning` is
+        issued if some item has not converged by then.
     callback : callable, optional
         Called after every LSQR iteration with a dict ``{"iteration", "z", "x", "active",
         "residual_norms"}``: the current reconstructions of the items still iterating
         (``"x"`` is ``"z"``, in the data's scale), their batch indices and their residuals
         ``||h - W x||`` on the support.  A truthy return value stops all items
         (``converged`` then says which had met the tolerance; no warning is issued).
+        LSQR only: with a callback ``'auto'`` uses ``'lsqr'``.
+    method : {'auto', 'direct', 'lsqr'}, default 'auto'
+        See the module docstring.  ``'auto'`` uses ``'direct'`` for a :class:`ConvOperator`
+        with NumPy data, no callback and few channels (the rule of
+        :func:`frame_bounds`' ``'sparse'`` method: channels per group on the smaller Gram
+        side times that side's dimension at most ``SPARSE_MAX_WORK`` of
+        :mod:`modelcs.frames.spectrum`), else ``'lsqr'``.
 
     Returns
     -------
@@ -175,7 +202,23 @@ def pinv_reconstruct(
         tol = 1e-6 if dt == np.float32 else 1e-12
     if not (isinstance(tol, (int, float)) and 0 < tol < 1):
         raise ValueError(f"parameter 'tol' must be a number in (0, 1); got {tol!r}")
-    n_max = 2 * min(W.shape) if max_iter is None else check_positive_int("max_iter", max_iter)
+    check_choice("method", method, ("auto", "direct", "lsqr"))
+    if max_iter is not None:
+        max_iter = check_positive_int("max_iter", max_iter)
+    if method == "direct":
+        if callback is not None:
+            raise ValueError("parameter 'callback' is only called by method='lsqr' (the "
+                             "direct route has no iterations to watch); got method='direct'")
+        if xp is not np:
+            raise ValueError("method='direct' runs on the host (SciPy sparse LU) and parameter "
+                             "'h' is a device array: use method='lsqr' or pass NumPy data")
+    use_direct = method == "direct" or (
+        method == "auto" and callback is None and xp is np and isinstance(W, ConvOperator)
+        and sparse_friendly(W, SPARSE_MAX_WORK))
+    if use_direct:
+        n_max = DIRECT_MAX_ITER if max_iter is None else max_iter
+    else:
+        n_max = 2 * min(W.shape) if max_iter is None else max_iter
 
     # scale out each item (x is linear in h): 1e160- or 1e-170-sized data neither overflow
     # nor underflow in the squared norms of the iteration
@@ -202,17 +245,21 @@ def pinv_reconstruct(
                                  "active": info["active"], "residual_norms": r}))
             return stopped
 
-    kr = lsqr(A, hb, max_iter=n_max, atol=float(tol), btol=float(tol), callback=cb)
-    x, n_iter = kr.x, kr.n_iter
-    done_np = kr.converged
+    if use_direct:
+        x, n_iter, done_np = _direct(W, hb, mask, float(tol), n_max)
+    else:
+        kr = lsqr(A, hb, max_iter=n_max, atol=float(tol), btol=float(tol), callback=cb)
+        x, n_iter = kr.x, kr.n_iter
+        done_np = kr.converged
     # residuals from x itself (not LSQR's recurrences), in the data's scale
     r0 = to_numpy(batch_norms(hb) * scale.reshape(B)).astype(np.float64)
     rf = to_numpy(batch_norms(hb - A @ x) * scale.reshape(B)).astype(np.float64)
     x = x * xscale
     if not bool(done_np.all()) and not stopped:
         warnings.warn(
-            f"pinv_reconstruct: LSQR did not reach tol={tol:g} in max_iter={n_max} iterations "
-            f"for {int((~done_np).sum())} of {B} item(s); increase max_iter",
+            f"pinv_reconstruct: {'the direct route' if use_direct else 'LSQR'} did not reach "
+            f"tol={tol:g} in max_iter={n_max} iterations for {int((~done_np).sum())} of {B} "
+            "item(s); increase max_iter",
             ConvergenceWarning,
             stacklevel=2,
         )
@@ -229,6 +276,27 @@ def pinv_reconstruct(
         residual_norm=one(rf),
         residual_norms=np.stack([r0, rf]) if batched else np.array([r0[0], rf[0]]),
     )
+
+
+def _direct(W: LinearOperator, hb: np.ndarray, mask: Any, tol: float, n_max: int,
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``'direct'`` route on float64 NumPy ``hb`` ``(B, *W.out_shape)`` (zero off the
+    support); items whose restricted Gram matrix is singular are solved by LSQR."""
+    B = hb.shape[0]
+    sup = None
+    if mask is not None:
+        sup = np.broadcast_to(np.asarray(mask), hb.shape).reshape(B, -1)
+    X, n_iter, status = lstsq_direct(W.to_sparse(), hb.reshape(B, -1), sup, tol=tol,
+                                     max_iter=n_max)
+    x = X.reshape((B, *W.in_shape))
+    done = status == 1
+    fb = np.flatnonzero(status == -1)
+    if fb.size:
+        m = None if mask is None else (mask if mask.ndim == len(W.out_shape) else mask[fb])
+        A = W if m is None else MaskedOperator(W.T, m).T
+        kr = lsqr(A, hb[fb], atol=tol, btol=tol)
+        x[fb], n_iter[fb], done[fb] = kr.x, kr.n_iter, kr.converged
+    return x, n_iter, done
 
 
 def reconstruction_ratio(x: Any, x_rec: Any, *, batched: bool = False) -> Any:
