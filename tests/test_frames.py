@@ -572,9 +572,14 @@ def _geom_op(case):
 
 
 @pytest.mark.parametrize("case", GEOMETRIES, ids=[str(i) for i in range(len(GEOMETRIES))])
-@pytest.mark.parametrize("dense_max", [spectrum.DENSE_MAX, 0])   # 0: 'auto' -> Lanczos
-def test_auto_frame_bounds_and_extremes_on_every_geometry(case, dense_max, monkeypatch):
+@pytest.mark.parametrize("dense_max, sparse_max", [
+    (spectrum.DENSE_MAX, spectrum.SPARSE_MAX_WORK),
+    (0, spectrum.SPARSE_MAX_WORK),     # 'auto' -> 'sparse' (non-circular ConvOperators)
+    (0, 0)])                           # 'auto' -> 'lanczos'
+def test_auto_frame_bounds_and_extremes_on_every_geometry(case, dense_max, sparse_max,
+                                                          monkeypatch):
     monkeypatch.setattr(spectrum, "DENSE_MAX", dense_max)
+    monkeypatch.setattr(spectrum, "SPARSE_MAX_WORK", sparse_max)
     W = _geom_op(case)
     A = dense(W)
     sd = np.linalg.svd(A, compute_uv=False)

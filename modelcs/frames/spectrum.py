@@ -41,8 +41,10 @@ Methods
     the smaller Gram matrix ``G`` is formed as a sparse matrix (a layer with few channels
     has ``(M / groups) * prod(l)`` nonzeros per row of ``W``), the largest eigenvalue comes
     from plain Lanczos on ``G`` and the smallest nonzero one from plain Lanczos on the
-    shift-inverted ``(G + delta I)^{-1}`` (one sparse LU, ``delta = 1e-10 ||G||_1``; a null
-    space of any dimension is one eigenvalue ``1/delta`` there, so no ``k`` is needed).
+    shift-inverted ``(G + delta I)^{-1}`` (one sparse LU, ``delta = 1e-12 ||G||_1``).  When
+    that smallest eigenvalue is zero (``G`` singular: a ``'valid'`` layer with uncovered
+    samples, more filters than taps at a stride...) the smallest *nonzero* one is left to
+    ``"lanczos"`` (a null space swamps the shift-inverted recurrence in rounding).
     Same stopping rule and tolerance as ``"lanczos"`` (``tol`` relative, up to a factor
     ``1 + delta / lambda``), checked against dense eigenvalues in the tests; the shift-
     inverted run converges in tens of steps where plain Lanczos needs thousands.
@@ -473,7 +475,7 @@ def singular_values(
             _check_sparse(W)
             lo2, hi2 = sparse_frame_bounds(Ws, tol=tol if tol > 0 else 1e-14, rtol=0.0,
                                            max_iter=max_iter, rng=rng, progress=progress)
-            lo, hi = math.sqrt(lo2), math.sqrt(hi2)
+            lo, hi = math.sqrt(lo2 or 0.0), math.sqrt(hi2)
         else:
             lo, hi = _lanczos(Ws, tol if tol > 0 else 1e-14, max_iter, rng, None, progress)
         out = {"largest": [hi], "smallest": [lo], "both": [hi, lo]}[which]
@@ -586,6 +588,9 @@ def frame_bounds(
             if "every eigenvalue" in str(e):
                 raise ValueError(_ZERO_MSG) from None
             raise
+        if lo2 is None:  # a null space: the smallest nonzero eigenvalue by plain Lanczos
+            lo, _ = _lanczos(Ws, tol if tol > 0 else 1e-14, max_iter, rng, r, progress)
+            lo2 = lo * lo
         return _squared_bounds(math.sqrt(lo2), math.sqrt(hi2), c)
     if method == "iterative":
         r = max(base, 10.0 * math.sqrt(tol)) if rtol is None else rtol
