@@ -15,10 +15,13 @@ Prints one table (best of ``--repeats`` runs; the VGG-size rows run once unless 
   ``method='auto'`` (plain Lanczos, tol 1e-10), against ARPACK with ``--arpack``, and the
   same method against dense ``eigvalsh`` on a 16-channel reduced size;
 * MobileNetV2 ``features.0.0`` (3 -> 32, 3x3, stride 2, trained weights): frame bounds on
-  3x24x24 against dense eigenvalues, on 3x64x64 and 3x224x224 by ``'auto'``; the CReLU +
-  2x2 max-pool pseudoinverse (Algorithm 2) of a natural image from float32 data.
+  3x24x24 by the sparse route and plain Lanczos against dense eigenvalues, on 3x64x64 and
+  3x224x224 by ``'auto'`` (the sparse route); the CReLU + 2x2 max-pool pseudoinverse
+  (Algorithm 2) of a natural image from float32 data (``'auto'``: the sparse direct
+  route); ``--old-routes`` adds plain Lanczos and LSQR on the full sizes for the ratio.
 
 Run:  python benchmarks/bench_frames.py [--repeats N] [--small] [--valid-smallest [--arpack]]
+      [--old-routes]
 """
 
 from __future__ import annotations
@@ -71,39 +74,65 @@ def _mobilenet_layer() -> Any:
                        groups=geo["groups"])["features.0.0"]
 
 
-def mobilenet_rows() -> list[tuple[str, float, str]]:
-    """Frame bounds of MobileNetV2 features.0.0 and the Algorithm 2 pseudoinverse."""
+def mobilenet_rows(old_routes: bool = False) -> list[tuple[str, float, str]]:
+    """Frame bounds of MobileNetV2 features.0.0 and the Algorithm 2 pseudoinverse.
+
+    'auto' takes the sparse route on this 3-channel layer (method='sparse' for the frame
+    bounds, method='direct' for the pseudoinverse); with ``old_routes`` the routes 'auto'
+    took before (plain Lanczos, LSQR: minutes) run too, for the ratio.
+    """
     L = _mobilenet_layer()
     if L is None:
         return [("MobileNetV2 features.0.0: weights not installed", float("nan"), "")]
     rows = []
     Wsm = L.operator((3, 24, 24)).astype(np.float64)      # dense check size
     A = Wsm.to_dense()
-    ev = np.linalg.eigvalsh(A.T @ A)
+    t_d, ev = best_of(lambda: np.linalg.eigvalsh(A.T @ A), 1)
     nz = ev[ev > 1e-12 * ev[-1]]
-    t, (lo, hi) = best_of(lambda: frame_bounds(Wsm, method="lanczos", rng=0), 1)
-    rows.append(("MobileNetV2 features.0.0 on 3x24x24: Lanczos vs dense", t,
-                 f"rel diff lower {abs(lo - nz[0]) / nz[0]:.1e}, upper "
-                 f"{abs(hi - nz[-1]) / nz[-1]:.1e}"))
+    for method in ("sparse", "lanczos"):
+        t, (lo, hi) = best_of(lambda m=method: frame_bounds(Wsm, method=m, rng=0), 1)
+        rows.append((f"MobileNetV2 features.0.0 on 3x24x24: {method} vs dense eigvalsh", t,
+                     f"rel diff lower {abs(lo - nz[0]) / nz[0]:.1e}, upper "
+                     f"{abs(hi - nz[-1]) / nz[-1]:.1e} (dense {t_d:.2f} s)"))
     for D in (64, 224):
         W = L.operator((3, D, D)).astype(np.float64)
         t, (lo, hi) = best_of(lambda W=W: frame_bounds(W, rng=0), 1)
-        rows.append((f"  frame bounds on 3x{D}x{D} ({W.shape[0]}x{W.shape[1]}), 'auto'", t,
-                     f"({lo:.8g}, {hi:.8g})"))
+        rows.append((f"  frame bounds on 3x{D}x{D} ({W.shape[0]}x{W.shape[1]}), 'auto' = sparse",
+                     t, f"({lo:.10g}, {hi:.10g})"))
+        if old_routes and D == 64:
+            t_o, (lo_o, hi_o) = best_of(
+                lambda W=W: frame_bounds(W, method="lanczos", rng=0, max_iter=10**6), 1)
+            rows.append(("    the old route: plain Lanczos", t_o,
+                         f"rel diff lower {abs(lo_o - lo) / lo:.1e}, upper "
+                         f"{abs(hi_o - hi) / hi:.1e}; {t_o / t:.0f}x slower"))
     from skimage import data, transform
 
     img = transform.resize(data.astronaut(), (64, 64), anti_aliasing=True)
     x = img.transpose(2, 0, 1).astype(np.float32)
     W32 = L.operator((3, 64, 64)).astype(np.float32)
     p = crelu_pool(W32, x, pool=2)
-    t, xr = best_of(lambda: pinv_reconstruct(W32, p.code, support=p.support).x, 1)
     W64 = W32.astype(np.float64)
     sup = p.support
     code = p.code.astype(np.float64)
-    res = np.linalg.norm(np.where(sup, W64 @ xr.astype(np.float64) - code, 0.0))
-    rel = res / np.linalg.norm(np.where(sup, code, 0.0))
-    rows.append(("  CReLU + 2x2 pool pinv (Alg. 2), astronaut 3x64x64, float32 data", t,
-                 f"relative residual {rel:.1e}, output {xr.dtype}"))
+
+    def rel_res(xr: np.ndarray) -> float:
+        res = np.linalg.norm(np.where(sup, W64 @ xr.astype(np.float64) - code, 0.0))
+        return float(res / np.linalg.norm(np.where(sup, code, 0.0)))
+
+    t, r = best_of(lambda: pinv_reconstruct(W32, p.code, support=p.support), 3)
+    rows.append(("  CReLU + 2x2 pool pinv (Alg. 2), astronaut 3x64x64, float32 data, 'auto'", t,
+                 f"relative residual {rel_res(r.x):.1e} (tol 1e-6), {r.n_iter} refinement "
+                 f"step(s), output {r.x.dtype}"))
+    if old_routes:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t_o, ro = best_of(lambda: pinv_reconstruct(W32, p.code, support=p.support,
+                                                       method="lsqr"), 1)
+        rows.append(("    the old route: LSQR", t_o,
+                     f"relative residual {rel_res(ro.x):.1e} after {ro.n_iter} iterations "
+                     f"(converged {ro.converged}); {t_o / t:.0f}x slower"))
     return rows
 
 
@@ -115,6 +144,9 @@ def main() -> None:
     ap.add_argument("--valid-smallest", action="store_true",
                     help="also the smallest singular value of the 'valid' operator (slow: "
                     "minutes at 128 channels; always on with --small)")
+    ap.add_argument("--old-routes", action="store_true",
+                    help="MobileNetV2 rows: also the routes 'auto' took before the sparse one "
+                    "(plain Lanczos frame bounds, LSQR pseudoinverse: about 5 min)")
     ap.add_argument("--arpack", action="store_true",
                     help="with --valid-smallest: also the old ARPACK route (18 min at 512)")
     args = ap.parse_args()
@@ -172,7 +204,7 @@ def main() -> None:
     rows.append((f"valid {cr}x{cr}x3x3 on 15x15: frame bounds by Lanczos", t_rl,
                  f"rel diff to dense eigvalsh: lower {abs(lo - ev[0]) / ev[0]:.1e}, upper "
                  f"{abs(hi - ev[-1]) / ev[-1]:.1e} (dense {t_rd:.1f} s)"))
-    rows += mobilenet_rows()
+    rows += mobilenet_rows(args.old_routes)
 
     c = 16
     w2 = np.random.default_rng(1).standard_normal((c, c, 3, 3)) / np.sqrt(c * 9)
