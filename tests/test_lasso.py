@@ -210,3 +210,129 @@ def test_debias_callback_sees_every_lsqr_iteration_and_can_stop():
     assert one.n_iter == 1 and one.converged is False
     with pytest.raises(TypeError, match="callback"):
         debias(A, Y, Z != 0, callback="stop")
+
+
+# ------------------------------------------------ batches: chunks, per-problem stopping
+def _sk_objective(A, y, lam):
+    """scikit-learn's Lasso (coordinate descent, tight tolerance) at lam: its objective."""
+    m = A.shape[0]
+    sk = Lasso(alpha=lam / m, fit_intercept=False, tol=1e-13, max_iter=200000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        coef = sk.fit(A.astype(np.float64), y.astype(np.float64)).coef_
+    return _objective(A.astype(np.float64), y.astype(np.float64), lam, coef), coef
+
+
+class _Counting:
+    """Wraps an operator's matrix and counts the batch items of every application."""
+
+    def __init__(self, A):
+        self.A, self.shape, self.dtype, self.items = A, A.shape, A.dtype, 0
+
+    def matmat(self, X):
+        self.items += X.shape[1]
+        return self.A @ X
+
+    def rmatmat(self, Y):
+        self.items += Y.shape[1]
+        return self.A.T @ Y
+
+    def matvec(self, x):
+        return self.matmat(x[:, None])[:, 0]
+
+    def rmatvec(self, y):
+        return self.rmatmat(y[:, None])[:, 0]
+
+
+@pytest.mark.parametrize("geom", [(16, 2, 5, 420, 1), (8, 2, (3, 3), (30, 30), (1, 1))])
+def test_large_batch_in_chunks_matches_single_solves_and_sklearn(geom):
+    # codes of ~6500 entries: a batch of 18 exceeds one chunk (~8 MB of working arrays,
+    # 16 signals here in float64, 29 in float32), so it runs as two chunks (16 + 2)
+    K, M, l, D, stride = geom
+    W = ConvOperator.random(K, M, l, D, stride=stride, rng=11)
+    rng = np.random.default_rng(12)
+    B = 18
+    Y = rng.standard_normal((B, *W.in_shape))
+    lam = rng.uniform(0.3, 0.6, B) * np.abs(W @ Y).reshape(B, -1).max(axis=1)
+    res = lasso(W.T, Y, lam, tol=1e-9)
+    assert res.z.shape == (B, *W.out_shape) and np.all(res.converged)
+    for b in (0, 15, 16, B - 1):  # the single-signal path, either side of a chunk border
+        single = lasso(W.T, Y[b], lam[b], tol=1e-9)
+        assert abs(res.objective[b] - single.objective) <= 1e-8 * single.objective
+    A = W.to_dense().T
+    for b in (0, B - 1):  # one signal of each chunk against scikit-learn
+        f_sk, coef = _sk_objective(A, Y[b].ravel(), lam[b])
+        f_ours = _objective(A, Y[b].ravel(), lam[b], res.z[b].ravel())
+        assert f_sk * (1 - 1e-9) <= f_ours <= f_sk * (1 + 1e-8)
+        np.testing.assert_allclose(res.z[b].ravel(), coef, atol=1e-3 * np.abs(coef).max())
+    # float32 data (a batch of 30: chunks of 29 + 1), objective to 1e-4 of float64's
+    W32 = W.astype(np.float32)
+    Y32 = np.concatenate([Y, Y[:12]]).astype(np.float32)
+    r32 = lasso(W32.T, Y32, np.concatenate([lam, lam[:12]]), tol=1e-5)
+    assert r32.z.dtype == np.float32 and np.all(r32.converged)
+    f32 = np.array([_objective(A, Y[b % B].ravel(), lam[b % B],
+                               r32.z[b].ravel().astype(np.float64)) for b in range(30)])
+    f64 = res.objective[np.arange(30) % B]
+    assert np.all(np.abs(f32 - f64) <= 1e-4 * f64)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("geom", [(12, 4, 5, 24, 1), (6, 3, (3, 3), (8, 7), (1, 2))])
+def test_small_batch_matches_sklearn_per_signal(dtype, geom):
+    K, M, l, D, stride = geom
+    W = ConvOperator.random(K, M, l, D, stride=stride, rng=11, dtype=dtype)
+    rng = np.random.default_rng(12)
+    B = 5
+    Y = rng.standard_normal((B, *W.in_shape)).astype(dtype)
+    W64 = W.astype(np.float64)
+    lam = rng.uniform(0.02, 0.5, B) * np.abs(W64 @ Y.astype(np.float64)).reshape(
+        B, -1).max(axis=1)
+    tol = 1e-5 if dtype == np.float32 else 1e-11
+    res = lasso(W.T, Y, lam, tol=tol, max_iter=20000)
+    assert res.z.dtype == dtype and res.z.shape == (B, *W.out_shape)
+    assert np.all(res.converged)
+    A = W64.to_dense().T
+    for b in range(B):
+        f_sk, coef = _sk_objective(A, Y[b].ravel(), lam[b])
+        f_ours = _objective(A, Y[b].ravel().astype(np.float64), lam[b],
+                            res.z[b].ravel().astype(np.float64))
+        rtol = 1e-4 if dtype == np.float32 else 1e-9
+        assert abs(f_ours - f_sk) <= rtol * f_sk
+        if dtype == np.float64:
+            np.testing.assert_allclose(res.z[b].ravel(), coef, atol=1e-5 * np.abs(coef).max())
+
+
+def test_per_problem_stopping_easy_and_hard_problem():
+    rng = np.random.default_rng(5)
+    A = rng.standard_normal((40, 90)) / np.sqrt(40)
+    Y = rng.standard_normal((2, 40))
+    lmax = np.abs(Y @ A).max(axis=1)
+    lam = np.array([0.9 * lmax[0], 0.01 * lmax[1]])  # easy (very sparse), hard (dense)
+    op = _Counting(A)
+    res = lasso(op, Y, lam, tol=1e-12, max_iter=50000)
+    assert np.all(res.converged) and res.n_iter[0] < res.n_iter[1] / 3
+    for b in range(2):
+        single = lasso(A, Y[b], lam[b], tol=1e-12, max_iter=50000)
+        # the same iterations as alone (up to the rounding of batched vs single products
+        # deciding a stopping test at the last digit)
+        assert abs(single.n_iter - res.n_iter[b]) <= max(2, single.n_iter // 100)
+        np.testing.assert_allclose(res.z[b], single.z, rtol=1e-9, atol=1e-12)
+        f_sk, _ = _sk_objective(A, Y[b], lam[b])
+        assert abs(res.objective[b] - f_sk) <= 1e-9 * f_sk
+    # a converged problem stops costing work: every iteration applies A and A^T to the
+    # problems still running only (plus A^T y, lam_max, the final residual and norm(A))
+    work = op.items
+    lam_norm = work - 2 * int(res.n_iter.sum())
+    assert 0 <= lam_norm <= 2 * 2 + 2 * 80  # setup + final residuals + Lanczos on A^T A
+
+
+def test_underestimated_step_constant_still_converges():
+    W = ConvOperator.random(16, 4, 5, 24, rng=8)
+    y = np.random.default_rng(9).standard_normal(W.in_shape)
+    lam = 0.05 * np.abs(W @ y).max()
+    exact = np.linalg.norm(W.to_dense(), 2)
+    W.__dict__["_norm_value"] = 0.3 * exact  # a 11x too small ||Phi||^2
+    res = lasso(W.T, y, lam, tol=1e-10, max_iter=20000)
+    assert res.converged and res.lipschitz < exact**2
+    f_sk, _ = _sk_objective(W.to_dense().T, y.ravel(), lam)
+    assert abs(res.objective - f_sk) <= 1e-8 * f_sk

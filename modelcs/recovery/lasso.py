@@ -30,17 +30,25 @@ residual ``theta = s r``, ``s = min(1, lam / ||Phi^T r||_inf)``, whose gap
 
 is a sum of non-negative terms (no cancellation between primal and dual values).  The
 iteration stops per signal once ``gap <= tol * objective``; converged signals leave the
-batch, so the others run on a smaller batch.
+batch, so the others run on a smaller batch and a converged signal costs no more work.
+A large batch is solved in consecutive chunks of signals (a few MB of working arrays
+each, at least 16 signals), so that the element-wise work of an iteration stays in cache
+while the operator still sees batches; results do not depend on the chunking beyond
+rounding.
 
 The step is ``1/L`` with ``L`` an estimate of ``||Phi||^2`` (:meth:`LinearOperator.norm`:
 Lanczos on ``Phi^T Phi``, cached on the operator, shared by ``W`` and its ``W.T`` views;
 times a small safety factor).  Should the estimate ever be too small for a
 step, the sufficient-decrease test of that step fails, ``L`` doubles for that signal and
-its momentum restarts, so the method stays convergent.
+its momentum restarts, so the method stays convergent.  For the quadratic data term
+that test, ``f(z+) <= f(v) + <grad f(v), z+ - v> + L/2 ||z+ - v||^2``, is exactly
+``||Phi (z+ - v)||^2 <= L ||z+ - v||^2``, which is how it is evaluated (from products
+already at hand, without cancellation between objective values).
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,6 +73,10 @@ __all__ = [
 ]
 
 _SAFETY = 1.01
+#: bytes of FISTA working arrays per chunk of a large batch (see ``_chunk_size``)
+_CHUNK_BYTES = 8 << 20
+#: fewest signals per chunk
+_CHUNK_MIN = 16
 # data scaled by more than this (or less than its inverse) is normalised before solving
 _SCALE_LIMIT = 1e100
 
@@ -547,16 +559,68 @@ def _fista(
     it_out: np.ndarray, conv_out: np.ndarray, hist: list[np.ndarray],
     callback: Callable[[dict[str, Any]], Any] | None = None,
 ) -> None:
-    """FISTA over the signals ``act``; writes results into the ``*_out`` arrays."""
-    nd = z_out.ndim
+    """FISTA over the signals ``act``, chunk by chunk; writes into the ``*_out`` arrays.
+
+    Signals are independent, so a large batch is solved in consecutive chunks of
+    :func:`_chunk_size` signals: each chunk's working arrays stay in cache and converged
+    signals leave their chunk.  With a ``callback`` all signals iterate together, so that
+    every call sees every active signal.
+    """
+    size = act.size if callback is not None else _chunk_size(z_out, y)
+    for s in range(0, act.size, size):
+        _fista_chunk(
+            Phi, xp, dt, y, c0, mask, zinit, lam_all, yy_all, L0, act[s:s + size], max_iter,
+            tol, restart, z_out, obj_out, gap_out, it_out, conv_out, hist, callback,
+        )
+
+
+def _chunk_size(z_out: Any, y: Any) -> int:
+    """Signals per chunk: FISTA's ~10 code-sized and ~5 signal-sized working arrays of a
+    chunk fill about :data:`_CHUNK_BYTES` (at least :data:`_CHUNK_MIN` signals, so that
+    the operator still sees batches large enough for efficient GEMMs)."""
+    per = (10 * math.prod(z_out.shape[1:]) + 5 * math.prod(y.shape[1:])) * z_out.itemsize
+    return max(_CHUNK_MIN, _CHUNK_BYTES // max(per, 1))
+
+
+def _sq(a: Any, nb: int) -> Any:
+    """Per-signal ``||a_b||^2`` (float64 accumulation)."""
+    return _dot(a, a, nb)
+
+
+def _dot(a: Any, b: Any, nb: int) -> Any:
+    """Per-signal ``<a_b, b_b>`` as a float64 array, without temporaries in float64."""
+    xp = get_array_module(a)
+    if a.dtype != np.float64:
+        return (a * b).reshape(nb, -1).sum(axis=1, dtype=np.float64)
+    if nb == 1:  # one BLAS dot: the cheapest call for a single signal
+        return xp.reshape(xp.dot(a.reshape(-1), b.reshape(-1)), (1,))
+    return xp.einsum("ij,ij->i", a.reshape(nb, -1), b.reshape(nb, -1))
+
+
+def _fista_chunk(
+    Phi: LinearOperator, xp: Any, dt: Any, y_all: Any, c0_all: Any, mask_all: Any,
+    zinit: Any, lam_all: np.ndarray, yy_all: np.ndarray, L0: float, idx_np: np.ndarray,
+    max_iter: int, tol: float, restart: bool, z_out: Any, obj_out: np.ndarray,
+    gap_out: np.ndarray, it_out: np.ndarray, conv_out: np.ndarray, hist: list[np.ndarray],
+    callback: Callable[[dict[str, Any]], Any] | None,
+) -> None:
+    """FISTA on the signals ``idx_np`` (all started together, so one iteration counter).
+
+    Per iteration: one ``Phi`` and one ``Phi^T`` application, the products at the
+    extrapolated point formed from those at the last two iterates, and a fixed set of
+    per-signal reductions (residual, l1 norm, ``max |Phi^T r|``, two inner products for
+    the step test, two for the restart test), with as few temporaries as possible.
+    """
+    nd, ny = z_out.ndim, y_all.ndim
+    B_all = z_out.shape[0]
     eps = float(np.finfo(dt).eps)
-    idx_np = act.copy()
+    idx_np = idx_np.copy()
     idx = xp.asarray(idx_np)
-    y = y[idx]
-    c0 = c0[idx]
-    mask = mask[idx] if mask is not None else None
+    y, c0 = y_all[idx], c0_all[idx]
+    mask = mask_all[idx] if mask_all is not None else None
     lam = lam_all[idx_np]
-    floor = 10 * eps * 0.5 * yy_all[idx_np]
+    yy = yy_all[idx_np]
+    floor = 10 * eps * 0.5 * yy
     nb = idx_np.size
     L = np.full(nb, L0)
     t = np.ones(nb)
@@ -571,48 +635,59 @@ def _fista(
         gz = -c0
     z_prev, Pz_prev, gz_prev = z, Pz, gz
     beta = np.zeros(nb)
-    n_it = np.zeros(nb, dtype=np.int64)
-    slack = 100 * eps
+    # rounding slack of the step test, on the norm of Phi (z_new - v) (formed by
+    # extrapolation, so accurate to a few eps * ||y||)
+    slack = 100 * eps * np.sqrt(yy)
 
-    for _ in range(max_iter):
-        bc = _bcol(xp.asarray(beta.astype(dt)), nd)
-        if np.any(beta):
-            v = z + bc * (z - z_prev)
-            gv = gz + bc * (gz - gz_prev)
-            Pv = Pz + _bcol(bc.reshape(-1), y.ndim) * (Pz - Pz_prev)
+    for it in range(1, max_iter + 1):
+        if beta.any():
+            bz = _bcol(xp.asarray(beta.astype(dt)), nd)
+            v = z - z_prev
+            v *= bz
+            v += z
+            gv = gz - gz_prev
+            gv *= bz
+            gv += gz
+            Pv = Pz - Pz_prev
+            Pv *= bz.reshape((nb,) + (1,) * (ny - 1))
+            Pv += Pz
         else:
             v, gv, Pv = z, gz, Pz
-        Lc = _bcol(xp.asarray((1.0 / L).astype(dt)), nd)
-        u = v - Lc * gv
+        # proximal gradient step: z_new = soft(v - gv / L, lam / L)
+        u = gv * _bcol(xp.asarray((-1.0 / L).astype(dt)), nd)
+        u += v
         thr = _bcol(xp.asarray((lam / L).astype(dt)), nd)
-        z_new = u - xp.clip(u, -thr, thr)
+        z_new = xp.clip(u, -thr, thr)
+        xp.subtract(u, z_new, out=z_new)
         if mask is not None:
             z_new *= mask
         Pz_new = Phi @ z_new
+        # (not in place: an operator given as a user's matvec may return shared memory)
         gz_new = Phi.T @ Pz_new - c0
-        n_it += 1
 
-        # --- duality gap at z_new (c = Phi^T r = -gz_new, restricted to the support)
+        # --- duality gap at z_new (Phi^T r = -gz_new, restricted to the support)
         r = y - Pz_new
-        rr = to_numpy(_bdot(r, r))
-        row = np.full(z_out.shape[0], np.nan)
-        row[idx_np] = np.sqrt(rr)
-        hist.append(row)
-        l1 = to_numpy(_bsum(xp.abs(z_new)))
-        c = -gz_new if mask is None else -gz_new * mask
-        cinf = to_numpy(xp.abs(c).reshape(nb, -1).max(axis=1)).astype(np.float64)
-        zc = to_numpy(_bdot(z_new, c))
+        rr = to_numpy(_sq(r, nb))
+        l1 = to_numpy(xp.abs(z_new).reshape(nb, -1).sum(axis=1, dtype=np.float64))
+        g2 = gz_new.reshape(nb, -1) if mask is None else (gz_new * mask).reshape(nb, -1)
+        cinf = np.maximum(to_numpy(g2.max(axis=1)), -to_numpy(g2.min(axis=1)))
+        cinf = cinf.astype(np.float64)
+        zc = -to_numpy(_dot(z_new, gz_new, nb))
         s = np.minimum(1.0, lam / np.maximum(cinf, 1e-300))
         s[cinf == 0] = 1.0
         obj = 0.5 * rr + lam * l1
         gap = np.maximum(0.5 * (1 - s) ** 2 * rr + (lam * l1 - s * zc), 0.0)
+        while len(hist) <= it:
+            hist.append(np.full(B_all, np.nan))
+        hist[it][idx_np] = np.sqrt(rr)
 
-        # --- sufficient decrease of the step (guards an underestimated L)
-        d = z_new - v
-        rv = y - Pv
-        fv = 0.5 * to_numpy(_bdot(rv, rv))
-        q = fv + to_numpy(_bdot(gv, d)) + 0.5 * L * to_numpy(_bdot(d, d))
-        bad = 0.5 * rr > q + slack * (0.5 * yy_all[idx_np] + fv)
+        # --- sufficient decrease of the step (guards an underestimated L): with
+        # d = z_new - v, f(z_new) <= f(v) + <grad f(v), d> + L/2 ||d||^2 is exactly
+        # ||Phi d||^2 <= L ||d||^2 (no cancellation between objective values)
+        d = xp.subtract(z_new, v, out=u)
+        dd = to_numpy(_sq(d, nb))
+        ee = to_numpy(_sq(Pz_new - Pv, nb))
+        bad = np.sqrt(ee) > np.sqrt(L * dd) + slack
         L = np.where(bad, 2.0 * L, L)
 
         # --- momentum with adaptive restart
@@ -620,8 +695,9 @@ def _fista(
         beta = (t - 1.0) / t_new
         t = t_new
         if restart:
-            # restart when the step direction opposes the momentum: <v - z_new, z_new - z> > 0
-            rs = to_numpy(_bdot(v - z_new, z_new - z)) > 0
+            # restart when the step opposes the momentum: <v - z_new, z_new - z> > 0,
+            # i.e. <d, z_new> < <d, z>
+            rs = to_numpy(_dot(d, z_new, nb)) < to_numpy(_dot(d, z, nb))
             rs |= bad
         else:
             rs = bad
@@ -632,20 +708,20 @@ def _fista(
         z, Pz, gz = z_new, Pz_new, gz_new
 
         done = (gap <= tol * obj) | (gap <= floor)
-        out_of_iters = n_it >= max_iter
+        fin = done
         if callback is not None and callback(
-            {"iteration": int(n_it.max()), "z": z, "active": idx_np.copy(), "objective": obj,
-             "gap": gap}
+            {"iteration": it, "z": z, "active": idx_np.copy(), "objective": obj, "gap": gap}
         ):
-            out_of_iters = np.ones_like(out_of_iters)
-        fin = done | out_of_iters
+            fin = np.ones(nb, dtype=bool)
+        if it == max_iter:
+            fin = np.ones(nb, dtype=bool)
         if fin.any():
             sel = np.flatnonzero(fin)
             gi = idx_np[sel]
             z_out[xp.asarray(gi)] = z[xp.asarray(sel)]
             obj_out[gi] = obj[sel]
             gap_out[gi] = gap[sel]
-            it_out[gi] = n_it[sel]
+            it_out[gi] = it
             conv_out[gi] = done[sel]
             keep = np.flatnonzero(~fin)
             if keep.size == 0:
@@ -657,7 +733,7 @@ def _fista(
             if mask is not None:
                 mask = mask[kx]
             idx_np = idx_np[keep]
-            lam, floor, L, t, beta, n_it = (
-                lam[keep], floor[keep], L[keep], t[keep], beta[keep], n_it[keep]
+            lam, floor, L, t, beta, slack, yy = (
+                lam[keep], floor[keep], L[keep], t[keep], beta[keep], slack[keep], yy[keep]
             )
             nb = keep.size
