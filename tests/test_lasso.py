@@ -336,3 +336,17 @@ def test_underestimated_step_constant_still_converges():
     assert res.converged and res.lipschitz < exact**2
     f_sk, _ = _sk_objective(W.to_dense().T, y.ravel(), lam)
     assert abs(res.objective - f_sk) <= 1e-8 * f_sk
+
+
+def test_batch_with_per_signal_supports_matches_cvxpy():
+    W = ConvOperator.random(8, 3, 4, 20, rng=13)
+    rng = np.random.default_rng(14)
+    Y = rng.standard_normal((3, *W.in_shape))
+    S = rng.random((3, *W.out_shape)) < 0.4
+    lam = 0.05 * np.abs(W @ Y).reshape(3, -1).max(axis=1)
+    res = lasso(W.T, Y, lam, support=S, tol=1e-11)
+    assert np.all(res.converged) and not res.z[~S].any()
+    A = W.to_dense().T
+    for b in range(3):
+        f_cvx = _cvxpy_objective(A, Y[b].ravel(), lam[b], S[b].ravel())
+        assert abs(res.objective[b] - f_cvx) <= 1e-7 * f_cvx
