@@ -49,6 +49,15 @@ Methods
     ``1 + delta / lambda``), checked against dense eigenvalues in the tests; the shift-
     inverted run converges in tens of steps where plain Lanczos needs thousands.
     MobileNetV2's first layer (3 -> 32 channels, stride 2) on 3x64x64: about 1 s.
+``"lobpcg"`` the smallest and the largest singular value of a zero-padded (``'valid'``,
+    ``'same'``, integer widths) stride-1 ``ConvOperator``: its smaller Gram operator is
+    applied in the frequency domain (a crop of a circular convolution: one ``K x K`` or two
+    ``K x M`` products per frequency instead of two spatial convolutions), the smallest
+    eigenvalue by LOBPCG preconditioned with the inverse of the shifted *circular* Gram
+    operator, the largest by Lanczos.  Same tolerance ``tol`` as ``"lanczos"`` (Kato-Temple
+    bound on the Ritz value; module :mod:`modelcs.frames._valid_gram`); on a VGG16 conv5_2
+    sized ``'valid'`` operator it needs about 600 steps where plain Lanczos needs 2,100.
+    Many-channel layers: with few channels the sparse route is faster.
 ``"dense"`` SVD of ``W.to_dense()`` (the ``'auto'`` choice when the smaller side of ``W``
     is at most ``DENSE_MAX`` and the matrix fits in ``DENSE_MAX_ENTRIES`` entries).
 
@@ -56,8 +65,9 @@ Methods
 then for the extremes (``k=1`` and :func:`frame_bounds`) ``"sparse"`` for a
 :class:`ConvOperator` (NumPy filters) whose channels per group on the smaller Gram side
 times that side's dimension is at most ``SPARSE_MAX_WORK`` (few channels: the sparse LU
-stays small), ``"lanczos"`` for the other large ones, and ``"iterative"`` for the
-``k > 1`` extremes of large ones.
+stays small), ``"lobpcg"`` for zero-padded stride-1 ones with at least
+``LOBPCG_MIN_CHANNELS`` input and output channels, ``"lanczos"`` for the other large ones,
+and ``"iterative"`` for the ``k > 1`` extremes of large ones.
 
 Scale: filters (or matrices) are divided by their largest absolute entry before any
 arithmetic and the singular values multiplied back, so banks scaled by ``1e-200`` or
@@ -80,7 +90,7 @@ from ._sparse import sparse_frame_bounds, sparse_friendly
 
 __all__ = ["singular_values", "frame_bounds"]
 
-_METHODS = ("auto", "fft", "fft-gram", "iterative", "lanczos", "sparse", "dense")
+_METHODS = ("auto", "fft", "fft-gram", "iterative", "lanczos", "sparse", "lobpcg", "dense")
 #: ``'auto'`` uses a dense SVD when the smaller side of ``W`` is at most this ...
 DENSE_MAX = 1500
 #: ... and ``W`` has at most this many entries
@@ -228,15 +238,18 @@ def _gram_apply(W: Any) -> tuple[Any, tuple[int, ...]]:
 
 def _lanczos(
     W: Any, tol: float, max_iter: int | None, rng: Any, nonzero_rtol: float | None,
-    progress: bool | None, n_starts: int = 2,
+    progress: bool | None, n_starts: int = 2, gram: Any = None, top_only: bool = False,
 ) -> tuple[float, float]:
     """``(sigma_lo, sigma_hi)``: the smallest (nonzero if ``nonzero_rtol``) and the largest
-    singular value of ``W`` by Lanczos on its smaller Gram operator (module docstring)."""
+    singular value of ``W`` by Lanczos on its smaller Gram operator (module docstring).
+
+    ``gram``: ``(apply, shape)`` of that Gram operator if already at hand; ``top_only``:
+    stop when the largest value has converged (``sigma_lo`` is then only an estimate)."""
     from scipy.linalg import eigh_tridiagonal
 
     from .._progress import progress_bar
 
-    G, shape = _gram_apply(W)
+    G, shape = _gram_apply(W) if gram is None else gram
     N = math.prod(shape)
     # q, q_prev, v and the Gram product's two intermediates, for each start
     check_elements(f"the Lanczos vectors for W of shape {W.shape} ({n_starts} starts)",
@@ -282,7 +295,8 @@ def _lanczos(
                     continue
                 j_lo = int(cand[0])
                 lo[i], hi[i] = th[j_lo], top
-                for j, theta in ((j_lo, th[j_lo]), (m - 1, top)):
+                ends = ((m - 1, top),) if top_only else ((j_lo, th[j_lo]), (m - 1, top))
+                for j, theta in ends:
                     _, S = eigh_tridiagonal(A[i], B[i, :-1], select="i",
                                             select_range=(j, j))
                     rho = abs(B[i, -1] * S[-1, 0])
@@ -295,7 +309,7 @@ def _lanczos(
                     if err > max(tol * theta, 1e-13 * top):
                         ok = False
             floor = 1e-13 * hi.max()
-            agree = (lo.max() - lo.min() <= max(tol * lo.max(), floor)) and (
+            agree = (top_only or lo.max() - lo.min() <= max(tol * lo.max(), floor)) and (
                 hi.max() - hi.min() <= tol * hi.max())
             bar.update(0, label=f"sigma_min~{math.sqrt(max(lo.min(), 0.0)):.6g}")
             if (ok and agree) or exhausted:
@@ -310,6 +324,35 @@ def _lanczos(
             f"values {lo}, largest {hi}); increase max_iter or tol"
         )
     return math.sqrt(max(float(lo.min()), 0.0)), math.sqrt(float(hi.max()))
+
+
+def _lobpcg(W: Any, tol: float, max_iter: int | None, rng: Any, progress: bool | None,
+            want_lo: bool = True, want_hi: bool = True) -> tuple[float, float]:
+    """``(sigma_lo, sigma_hi)`` of a zero-padded stride-1 ConvOperator: the smallest by
+    preconditioned LOBPCG, the largest by Lanczos, both on the frequency-domain Gram
+    operator of :mod:`modelcs.frames._valid_gram` (``nan`` for an end not wanted)."""
+    from ._valid_gram import ValidGram, lobpcg_smallest, shift_estimate
+
+    gen = check_rng(rng)
+    vg = ValidGram(W)
+    lo = hi = math.nan
+    if want_hi:
+        _, hi = _lanczos(W, tol, max_iter, gen, None, progress, gram=(vg.apply, vg.shape),
+                         top_only=True)
+    if want_lo:
+        shift, top = shift_estimate(vg.apply, vg.shape, gen)
+        floor = 1e-13 * max(top, hi * hi if want_hi else 0.0)
+        th, bound, it = lobpcg_smallest(
+            vg.apply, vg.shape, vg.preconditioner, shift, tol=tol,
+            max_iter=max_iter if max_iter is not None else 20_000, rng=gen,
+            progress=progress, floor=floor)
+        if bound > max(tol * th, floor):
+            raise RuntimeError(
+                f"LOBPCG did not reach tol={tol:g} in max_iter={it} steps (smallest Ritz "
+                f"value {th:.10g}, error bound {bound:.3g}); increase max_iter or tol"
+            )
+        lo = math.sqrt(max(th, 0.0))
+    return lo, hi
 
 
 def _scaled(W: Any) -> tuple[Any, float]:
@@ -400,19 +443,20 @@ def singular_values(
         How many extreme values (``None``: all of them, only for ``'fft'``/``'dense'``).
     which : {'largest', 'smallest', 'both'}, default 'both'
         The ``k`` largest, the ``k`` smallest, or both sets (``2k`` values).
-    method : {'auto', 'fft', 'fft-gram', 'iterative', 'lanczos', 'sparse', 'dense'}
+    method : {'auto', 'fft', 'fft-gram', 'iterative', 'lanczos', 'sparse', 'lobpcg', 'dense'}
         See the module docstring.  ``'auto'`` (default): ``'fft'`` for circular
         convolutions whose stride divides the input size, ``'dense'`` for small operators,
         otherwise for ``k=1`` ``'sparse'`` (few-channel ConvOperators, the
-        ``SPARSE_MAX_WORK`` rule) or ``'lanczos'``, and ``'iterative'`` for ``k > 1`` (all
+        ``SPARSE_MAX_WORK`` rule), ``'lobpcg'`` (zero-padded stride-1 ConvOperators with
+        many channels) or ``'lanczos'``, and ``'iterative'`` for ``k > 1`` (all
         need ``k``).
     tol, max_iter, rng
         Lanczos tolerance (relative, on eigenvalues of the Gram operator), iteration cap and
         starting vector randomness for ``'iterative'`` and ``'lanczos'`` (``rng``: SciPy
         SPEC 7).
     progress : bool, optional
-        Progress bar for ``'lanczos'`` and ``'sparse'`` (``None``: only when standard
-        error is a terminal).
+        Progress bar for ``'lanczos'``, ``'sparse'`` and ``'lobpcg'`` (``None``: only when
+        standard error is a terminal).
 
     Returns
     -------
@@ -480,7 +524,25 @@ def singular_values(
             lo, hi = _lanczos(Ws, tol if tol > 0 else 1e-14, max_iter, rng, None, progress)
         out = {"largest": [hi], "smallest": [lo], "both": [hi, lo]}[which]
         return c * np.array(out)
+    if method == "lobpcg":
+        _check_lobpcg(W, k)
+        lo, hi = _lobpcg(Ws, tol if tol > 0 else 1e-14, max_iter, rng, progress,
+                         want_lo=which != "largest", want_hi=which != "smallest")
+        out = {"largest": [hi], "smallest": [lo], "both": [hi, lo]}[which]
+        return c * np.array(out)
     return c * _iterative(Ws, k, which, tol, max_iter, rng)
+
+
+def _check_lobpcg(W: Any, k: int | None) -> None:
+    from ._valid_gram import lobpcg_ok
+
+    if not lobpcg_ok(W):
+        raise ValueError(
+            "method='lobpcg' needs a ConvOperator with zero padding ('valid', 'same' or "
+            f"integer widths), stride 1 and groups=1, with NumPy filters; got {W!r}"
+        )
+    if k not in (None, 1):
+        raise ValueError(f"method='lobpcg' computes one value at each end (k=1); got k={k}")
 
 
 def _auto_method(W: Any, k: int | None) -> str:
@@ -490,7 +552,21 @@ def _auto_method(W: Any, k: int | None) -> str:
         return "dense"
     if k in (None, 1) and sparse_friendly(W, SPARSE_MAX_WORK):
         return "sparse"
+    if k in (None, 1) and _lobpcg_preferred(W):
+        return "lobpcg"
     return "lanczos" if k in (None, 1) else "iterative"
+
+
+#: ``'auto'`` uses ``'lobpcg'`` for zero-padded stride-1 convolutions with at least this
+#: many input and output channels (below it the two convolutions per Lanczos step are cheap
+#: and the sparse or plain Lanczos routes win)
+LOBPCG_MIN_CHANNELS = 64
+
+
+def _lobpcg_preferred(W: Any) -> bool:
+    from ._valid_gram import lobpcg_ok
+
+    return lobpcg_ok(W) and min(W.filters.shape[:2]) >= LOBPCG_MIN_CHANNELS
 
 
 def _check_sparse(W: Any) -> None:
@@ -528,10 +604,12 @@ def frame_bounds(
         methods, ``max(that, 1e-6)`` for ``'lanczos'`` and ``'sparse'`` (their Ritz values of
         a null space settle near ``eps * sigma_max**2``) and ``max(that, 10 * sqrt(tol))`` for
         ``'iterative'``.
-    method : {'auto', 'fft', 'fft-gram', 'iterative', 'lanczos', 'sparse', 'dense'}
+    method : {'auto', 'fft', 'fft-gram', 'iterative', 'lanczos', 'sparse', 'lobpcg', 'dense'}
         As in :func:`singular_values`; ``'auto'`` uses ``'sparse'`` for large
-        few-channel ConvOperators (the ``SPARSE_MAX_WORK`` rule) and ``'lanczos'`` for the
-        other large non-circular operators (both exact to ``tol`` relative).
+        few-channel ConvOperators (the ``SPARSE_MAX_WORK`` rule), ``'lobpcg'`` for
+        many-channel zero-padded stride-1 ones and ``'lanczos'`` for the other large
+        non-circular operators (all exact to ``tol`` relative).  ``'lobpcg'`` leaves the
+        lower bound to ``'lanczos'`` when the smaller Gram operator is singular.
     k : int, default 6
         ``'iterative'`` only: how many of the smallest Gram eigenvalues are computed; the
         lower bound is the smallest of them above the tolerance.  If the Gram operator has a
@@ -541,8 +619,8 @@ def frame_bounds(
     tol, max_iter, rng
         As in :func:`singular_values`.
     progress : bool, optional
-        Progress bar for ``'lanczos'`` and ``'sparse'`` (``None``: only when standard
-        error is a terminal).
+        Progress bar for ``'lanczos'``, ``'sparse'`` and ``'lobpcg'`` (``None``: only when
+        standard error is a terminal).
 
     Returns
     -------
@@ -592,6 +670,15 @@ def frame_bounds(
             lo, _ = _lanczos(Ws, tol if tol > 0 else 1e-14, max_iter, rng, r, progress)
             lo2 = lo * lo
         return _squared_bounds(math.sqrt(lo2), math.sqrt(hi2), c)
+    if method == "lobpcg":
+        _check_lobpcg(W, 1)
+        r = max(base, 1e-6) if rtol is None else rtol
+        lo, hi = _lobpcg(Ws, tol if tol > 0 else 1e-14, max_iter, rng, progress)
+        if lo > r * hi:
+            return _squared_bounds(lo, hi, c)
+        # the smaller Gram operator is singular: its smallest eigenvalue is not the bound
+        lo, hi = _lanczos(Ws, tol if tol > 0 else 1e-14, max_iter, rng, r, progress)
+        return _squared_bounds(lo, hi, c)
     if method == "iterative":
         r = max(base, 10.0 * math.sqrt(tol)) if rtol is None else rtol
         smax = singular_values(Ws, k=1, which="largest", method="iterative", tol=tol,
