@@ -147,12 +147,20 @@ def lsqr(
     if gtol is not None:
         g_stop = xp.broadcast_to(xp.asarray(gtol, dtype=np.float64), (B,))
     if mask is not None:
-        from .operators.base import MaskedOperator  # noqa: PLC0415
-
         if mask.ndim == len(A.in_shape):
             mask = xp.broadcast_to(mask, (B, *A.in_shape))
-        A = MaskedOperator(A, mask)
+        mask = xp.asarray(mask)
     dt = b.dtype
+
+    # The iterates v, w, x (and x0) stay inside the mask: v is always an adjoint product
+    # (masked below), so the restricted forward A (mask * v) is just A v.  This is the
+    # MaskedOperator (A, mask) applied without re-masking inputs that are already masked.
+    def fwd(z: Any) -> Any:
+        return A @ z
+
+    def adj(r: Any) -> Any:
+        g = A.T @ r
+        return g if mask is None else xp.where(mask, g, 0)
 
     def bc(s: Any, like: Any) -> Any:  # per-item float64 scalars -> broadcastable, like's dtype
         return s.reshape((B,) + (1,) * (like.ndim - 1)).astype(like.dtype, copy=False)
@@ -167,13 +175,13 @@ def lsqr(
         start = x0.astype(dt, copy=True)
         if mask is not None:
             start = xp.where(mask, start, 0)
-        r0 = b - A @ start
+        r0 = b - fwd(start)
     beta = batch_norms(r0)
     bnorm = beta
     u = r0 / bc(safe(beta), r0)
-    v = A.T @ u
+    v = adj(u)
     alpha = batch_norms(v)
-    v = v / bc(safe(alpha), v)
+    v /= bc(safe(alpha), v)
     w = v.copy()
     x = xp.zeros_like(v)
     phibar, rhobar = beta.copy(), alpha.copy()
@@ -191,13 +199,15 @@ def lsqr(
             break
         n_iter += active_np
         # Golub-Kahan bidiagonalisation step
-        u = A @ v - bc(alpha, u) * u
+        u *= bc(-alpha, u)
+        u += fwd(v)
         beta = batch_norms(u)
-        u = u / bc(safe(beta), u)
+        u /= bc(safe(beta), u)
         anorm2 = anorm2 + alpha**2 + beta**2
-        v = A.T @ u - bc(beta, v) * v
+        v *= bc(-beta, v)
+        v += adj(u)
         alpha = batch_norms(v)
-        v = v / bc(safe(alpha), v)
+        v /= bc(safe(alpha), v)
         # plane rotation eliminating the subdiagonal beta
         rho = xp.sqrt(rhobar**2 + beta**2)
         rho_s = safe(rho)
@@ -205,8 +215,9 @@ def lsqr(
         theta = s * alpha
         phi = c * phibar
         step = xp.where(done, 0.0, phi / rho_s)
-        x = x + bc(step, x) * w
-        w = v - bc(xp.where(rho > 0, theta / rho_s, 0.0), w) * w
+        x += bc(step, x) * w
+        w *= bc(-xp.where(rho > 0, theta / rho_s, 0.0), w)
+        w += v
         rhobar = xp.where(done, rhobar, -c * alpha)
         phibar = xp.where(done, phibar, s * phibar)
         rnorm = xp.where(done, rnorm, xp.abs(phibar))
@@ -222,7 +233,7 @@ def lsqr(
             idx = np.flatnonzero(active_np)
             sel = xp.asarray(idx)
             xs = x if start is None else x + start
-            rs = batch_norms((b - A @ xs)[sel])
+            rs = batch_norms((b - fwd(xs))[sel])
             if callback({"iteration": it, "x": xs[sel], "active": idx,
                          "residual_norms": np.asarray(_host(rs))}):
                 break
