@@ -248,6 +248,24 @@ def _host(a: Any) -> Any:
     return a.get() if hasattr(a, "get") else a
 
 
+def _top_ritz(alphas: list[float], betas: list[float]) -> tuple[float, float]:
+    """Largest eigenvalue of the Lanczos tridiagonal matrix and the last component of its
+    eigenvector (LAPACK's tridiagonal bisection + inverse iteration).
+
+    A dense ``eigh`` of the same small matrix goes through threaded BLAS: measured 22 ms
+    for 40 x 40 on a loaded 2-core machine (thread spinning) against 0.3 ms here, and it is
+    called once per Lanczos step.
+    """
+    from scipy.linalg import eigh_tridiagonal  # noqa: PLC0415
+
+    j = len(alphas) - 1
+    if j == 0:
+        return float(alphas[0]), 1.0
+    w, v = eigh_tridiagonal(np.asarray(alphas), np.asarray(betas), select="i",
+                            select_range=(j, j))
+    return float(w[0]), float(v[-1, 0])
+
+
 def lanczos_norm_sq(op: Any, *, xp: Any = np, max_iter: int = 60) -> float:
     """Estimate of ``||op||_2^2``: Lanczos (full reorthogonalisation) on ``op^T op``.
 
@@ -290,10 +308,8 @@ def lanczos_norm_sq(op: Any, *, xp: Any = np, max_iter: int = 60) -> float:
         for qi in Q:
             w = w - float(xp.sum(w * qi)) * qi
         b = float(xp.sqrt(xp.sum(w * w)))
-        T = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
-        evals, evecs = np.linalg.eigh(T)
-        theta = float(evals[-1])
-        resid = abs(b * float(evecs[-1, -1]))
+        theta, last = _top_ritz(alphas, betas)
+        resid = abs(b * last)
         if theta <= 0.0:
             if b == 0.0:
                 return 0.0  # op is zero on the Krylov space of a random vector: op == 0

@@ -367,3 +367,22 @@ def test_batch_with_per_signal_supports_matches_cvxpy():
     for b in range(3):
         f_cvx = _cvxpy_objective(A, Y[b].ravel(), lam[b], S[b].ravel())
         assert abs(res.objective[b] - f_cvx) <= 1e-7 * f_cvx
+
+
+@pytest.mark.parametrize("shape, top", [((30, 80), [1.0]), ((120, 90), [1.0, 0.999, 0.998]),
+                                        ((200, 150), [2.0, 1.99])])
+def test_step_constant_estimate_against_dense_svd(shape, top):
+    # ||A||^2 by Lanczos (the norm FISTA's step uses) against numpy's SVD, including
+    # clustered top singular values (many Lanczos steps: the tridiagonal eigen-solver)
+    from modelcs import MatrixOperator
+
+    rng = np.random.default_rng(len(top))
+    m, n = shape
+    U, _ = np.linalg.qr(rng.standard_normal((m, m)))
+    V, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    s = np.sort(rng.uniform(0.01, 0.9, min(m, n)))[::-1]
+    s[: len(top)] = top
+    A = (U[:, : s.size] * s) @ V[:, : s.size].T
+    exact = np.linalg.norm(A, 2) ** 2
+    est = operator_norm_sq(MatrixOperator(A))
+    assert exact * (1 - 1e-6) <= est <= exact * (1 + 1e-3)
