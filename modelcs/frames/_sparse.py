@@ -16,9 +16,8 @@ moderately, and then:
   ``1 / delta`` dominates the inverse so much that the rounding of the Lanczos
   recurrence (``~eps / delta``) swamps the next eigenvalue (measured: 1e-5 relative); the
   smallest *nonzero* eigenvalue is then left to plain Lanczos on ``G`` (the caller's
-  ``'lanczos'`` method).  Real layers with stride <= kernel size and padding are
-  injective on their input (MobileNetV2's first layer is), so the fast path is the usual
-  one.
+  ``'lanczos'`` method).  MobileNetV2's first layer (stride 2, padding 1) is injective
+  on 3x64x64 and 3x224x224 inputs, so there the fast path is taken.
 
 Plain Lanczos and its stopping rule are those of :mod:`modelcs.frames.spectrum` (Paige
 1980: a Ritz value ``theta`` with residual estimate ``rho`` lies within
@@ -28,10 +27,11 @@ relative error ``tol`` in ``theta`` is a relative error ``tol * (1 + delta / lam
 ``lambda``, i.e. ``tol`` up to a factor ``1 + 1e-6`` for ``lambda >= 1e-6 ||G||_1``.
 
 :func:`lstsq_direct` solves the minimum-norm least-squares problems of
-:func:`modelcs.pinv_reconstruct` by the semi-normal equations with one sparse LU of the
-smaller Gram matrix of the restricted system plus iterative refinement on the true
-residual (corrected semi-normal equations, Bjorck, "Numerical Methods for Least Squares
-Problems", SIAM 1996, Sec. 2.5.3 / 6.6), in float64.
+:func:`modelcs.pinv_reconstruct` in float64 with one sparse LU of a Gram matrix of the
+restricted system and refinement on the true residual: the corrected semi-normal
+equations (Bjorck, "Numerical Methods for Least Squares Problems", SIAM 1996) for tall
+systems of full column rank, iterated Tikhonov on ``A A^T y = h``, ``x = A^T y`` otherwise
+(see :func:`_solver`).
 """
 
 from __future__ import annotations
