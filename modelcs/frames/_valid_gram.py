@@ -92,9 +92,8 @@ class ValidGram:
         F = math.prod(self.Dp[:-1]) * (self.Dp[-1] // 2 + 1)
         check_elements(f"the {K}x{M} frequency responses of W at {F} frequencies",
                        F * K * M, np.complex128, copies=2)
-        # H(f)[k, m] = conj(w_hat[k, m, f]): h[k,i] = sum_{m,j} w[k,m,j] x[m, i + j]
-        wf = np.conj(np.fft.rfftn(w, s=self.Dp, axes=self.axes)).reshape(K, M, F)
-        self.H = np.ascontiguousarray(wf.transpose(2, 0, 1))  # (F, K, M)
+        self.w = w
+        self.H = _responses(w, self.Dp)                           # (F, K, M)
         self.F = F
         self.no_pad = all(p == (0, 0) for p in self.pads)
         self.G: np.ndarray | None = None
@@ -105,19 +104,23 @@ class ValidGram:
             self.H = None  # type: ignore[assignment]
 
     # ------------------------------------------------------------ grids and FFTs
-    def _to_freq(self, U: np.ndarray, inner: tuple[slice, ...]) -> np.ndarray:
-        """(b, C, *sub) placed at ``inner`` of the Dp grid -> (F, C, b) spectrum."""
+    def _to_freq(self, U: np.ndarray, inner: tuple[slice, ...],
+                 grid: tuple[int, ...] | None = None) -> np.ndarray:
+        """(b, C, *sub) placed at ``inner`` of the Dp (or ``grid``) grid -> (F, C, b)."""
+        grid = self.Dp if grid is None else grid
         b, C = U.shape[:2]
-        Z = np.zeros((b, C, *self.Dp))
+        Z = np.zeros((b, C, *grid))
         Z[(slice(None), slice(None), *inner)] = U
-        Zf = np.fft.rfftn(Z, axes=self.axes).reshape(b, C, self.F)
+        Zf = np.fft.rfftn(Z, axes=self.axes).reshape(b, C, -1)
         return np.ascontiguousarray(Zf.transpose(2, 1, 0))
 
-    def _from_freq(self, Yf: np.ndarray, inner: tuple[slice, ...]) -> np.ndarray:
-        """(F, C, b) spectrum -> (b, C, *sub) read at ``inner`` of the Dp grid."""
+    def _from_freq(self, Yf: np.ndarray, inner: tuple[slice, ...],
+                   grid: tuple[int, ...] | None = None) -> np.ndarray:
+        """(F, C, b) spectrum -> (b, C, *sub) read at ``inner`` of the Dp (or ``grid``)."""
+        grid = self.Dp if grid is None else grid
         F, C, b = Yf.shape
-        half = (*self.Dp[:-1], self.Dp[-1] // 2 + 1)
-        Y = np.fft.irfftn(Yf.transpose(2, 1, 0).reshape(b, C, *half), s=self.Dp,
+        half = (*grid[:-1], grid[-1] // 2 + 1)
+        Y = np.fft.irfftn(Yf.transpose(2, 1, 0).reshape(b, C, *half), s=grid,
                           axes=self.axes)
         return Y[(slice(None), slice(None), *inner)]
 
@@ -145,27 +148,33 @@ class ValidGram:
         mid = self._from_freq(self.H @ Uf, self._out)  # E^T C^T (P^T P) C E
         return self._from_freq(Hc @ self._to_freq(mid, self._out), side)
 
-    def preconditioner(self, shift: float) -> Any:
-        """``B -> R (G_circ + shift I)^{-1} R^T B`` on batches (complex64 inverses)."""
-        if self.G is not None:
-            Gc = self.G
-        elif self.output_side:
-            Gc = self.H @ np.conj(self.H.transpose(0, 2, 1))
+    def preconditioner(self, shift: float, extend: int = 0) -> Any:
+        """``B -> R (G_circ + shift I)^{-1} R^T B`` on batches: the inverse of the shifted
+        Gram operator of the circular convolution on the torus ``Dp + extend`` (complex64),
+        restricted to the support ``R`` of the vectors.  ``extend=2`` took ~15 % fewer
+        LOBPCG steps at 32-512 channels on 15x15, but its larger torus made each step and
+        the set-up dearer: 72 s against 68 s at 512 channels, so ``0`` is the default."""
+        grid = tuple(D + extend for D in self.Dp)
+        F = math.prod(grid[:-1]) * (grid[-1] // 2 + 1)
+        C = self.K if self.output_side else self.M
+        check_elements(f"the {C}x{C} preconditioner blocks at {F} frequencies",
+                       F * (C * C + self.K * self.M), np.complex64, copies=2)
+        if extend == 0 and self.G is not None:
+            A = self.G.astype(np.complex64)
         else:
-            Gc = np.conj(self.H.transpose(0, 2, 1)) @ self.H
-        C = Gc.shape[1]
-        check_elements(f"the {C}x{C} preconditioner blocks at {self.F} frequencies",
-                       self.F * C * C, np.complex64, copies=2)
-        A = Gc.astype(np.complex64)
+            H = _responses(self.w, grid, np.complex64)
+            Hc = np.conj(H.transpose(0, 2, 1))
+            A = H @ Hc if self.output_side else Hc @ H
+            del H, Hc
         idx = np.arange(C)
         A[:, idx, idx] += np.float32(shift)
-        Ainv = np.linalg.inv(A)
+        Ainv = _hermitian_inverse(A)
         del A
         side = self._side()
 
         def apply(U: np.ndarray) -> np.ndarray:
-            Uf = self._to_freq(U, side).astype(np.complex64)
-            return self._from_freq((Ainv @ Uf).astype(np.complex128), side)
+            Uf = self._to_freq(U, side, grid).astype(np.complex64)
+            return self._from_freq((Ainv @ Uf).astype(np.complex128), side, grid)
 
         return apply
 
@@ -196,14 +205,50 @@ def shift_estimate(gram: Any, shape: tuple[int, ...], rng: np.random.Generator,
     return float(max(th[0], 1e-12 * th[-1])), float(th[-1])
 
 
+def _responses(w: np.ndarray, grid: tuple[int, ...], dtype: Any = np.complex128,
+               ) -> np.ndarray:
+    """``H(f)[k, m] = conj(w_hat[k, m, f]) = sum_j w[k, m, j] exp(+2 pi i f.j / grid)`` on
+    the ``rfftn`` half-spectrum of ``grid``, as ``(F, K, M)``: the circular convolution
+    ``h[k,i] = sum_{m,j} w[k,m,j] x[m, i + j]`` per frequency.  One ``(F, L) x (L, K M)``
+    product over the ``L`` filter taps (an FFT per filter pair costs more at 3x3 taps)."""
+    K, M = w.shape[:2]
+    d = w.ndim - 2
+    half = (*grid[:-1], grid[-1] // 2 + 1)
+    fr = np.indices(half).reshape(d, -1)                      # (d, F)
+    taps = np.indices(w.shape[2:]).reshape(d, -1)             # (d, L)
+    phase = sum(np.outer(fr[a], taps[a]) / grid[a] for a in range(d))
+    E = np.exp(2j * np.pi * phase).astype(dtype)              # (F, L)
+    return (E @ w.reshape(K * M, -1).T.astype(dtype)).reshape(-1, K, M)
+
+
+def _hermitian_inverse(A: np.ndarray) -> np.ndarray:
+    """Inverses of the Hermitian positive definite blocks ``A[f]`` (Cholesky: ``potrf`` +
+    ``potri``, 3x faster than ``np.linalg.inv``); LU where a block is not positive
+    definite in its precision."""
+    from scipy.linalg import lapack
+
+    potrf, potri = lapack.get_lapack_funcs(("potrf", "potri"), (A,))
+    out = np.empty_like(A)
+    for f in range(A.shape[0]):
+        c, info = potrf(A[f], lower=1)
+        if info == 0:
+            c, info = potri(c, lower=1)
+        if info != 0:
+            out[f] = np.linalg.inv(A[f])
+            continue
+        low = np.tril(c)
+        out[f] = low + np.conj(np.tril(c, -1)).T
+    return out
+
+
 def _orth(V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Orthonormal basis of the columns of ``V`` (N, p) and the map ``C`` with
-    ``Q = V @ C``; directions below ``1e-10`` relative are dropped."""
-    Gm = V.T @ V
+    """Orthonormal basis (rows) of the rows of ``V`` (q, N) and the map ``C`` with
+    ``Q = C^T V``; directions below ``1e-10`` relative are dropped."""
+    Gm = V @ V.T
     ev, U = np.linalg.eigh(Gm)
     keep = ev > 1e-10 * max(float(ev.max()), 1e-300)
     Cm = U[:, keep] / np.sqrt(ev[keep])
-    return V @ Cm, Cm
+    return Cm.T @ V, Cm
 
 
 def lobpcg_smallest(
@@ -228,28 +273,27 @@ def lobpcg_smallest(
         Gm = gram(np.eye(N).reshape(N, *shape)).reshape(N, N)
         return float(np.linalg.eigvalsh((Gm + Gm.T) / 2)[0]), 0.0, 0
 
-    def A(X: np.ndarray) -> np.ndarray:  # (N, p) -> (N, p)
-        p = X.shape[1]
-        return gram(X.T.reshape(p, *shape)).reshape(p, N).T
+    # blocks of vectors are rows: (p, N), the batch layout of the Gram operator
+    def A(X: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(gram(X.reshape(len(X), *shape))).reshape(len(X), N)
 
     precond = make_precond(shift)
     refreshes = 0
 
     def Mv(X: np.ndarray) -> np.ndarray:
-        p = X.shape[1]
-        return precond(X.T.reshape(p, *shape)).reshape(p, N).T
+        return np.ascontiguousarray(precond(X.reshape(len(X), *shape))).reshape(len(X), N)
 
-    X, _ = _orth(rng.standard_normal((N, b)))
+    X, _ = _orth(rng.standard_normal((b, N)))
     AX = A(X)
-    th, Y = np.linalg.eigh(X.T @ AX)
-    X, AX = X @ Y, AX @ Y
+    th, Y = np.linalg.eigh(X @ AX.T)
+    X, AX = Y.T @ X, Y.T @ AX
     P = AP = None
     bound = math.inf
     it = 0
     with progress_bar(max_iter, desc="LOBPCG", unit="step", progress=progress) as bar:
         for it in range(1, max_iter + 1):
-            R = AX - X * th
-            rho = np.sqrt((R * R).sum(axis=0))
+            R = AX - th[:, None] * X
+            rho = np.sqrt(np.einsum("ij,ij->i", R, R))
             gap = th[1] - rho[1] - th[0] if b > 1 else 0.0
             bound = float(min(rho[0], rho[0] ** 2 / gap)) if gap > 0 else float(rho[0])
             bar.update(label=f"lambda_min~{th[0]:.8g}, bound {bound / th[0]:.1e}")
@@ -261,23 +305,24 @@ def lobpcg_smallest(
                     shift, refreshes = float(max(th[0], floor)), refreshes + 1
                     precond = make_precond(shift)
             Wd = Mv(R)
-            Wd -= X @ (X.T @ Wd)
-            if P is None:
+            Wd -= (Wd @ X.T) @ X
+            if P is None or AP is None:
                 V, AV = Wd, A(Wd)
-            else:  # A (P - X c) = A P - (A X) c
-                c = X.T @ P
-                V = np.concatenate([Wd, P - X @ c], axis=1)
-                AV = np.concatenate([A(Wd), AP - AX @ c], axis=1)
+            else:  # A (P - c X) = A P - c A X
+                c = P @ X.T
+                V = np.concatenate([Wd, P - c @ X])
+                AV = np.concatenate([A(Wd), AP - c @ AX])
+            Cz: np.ndarray
             Z, Cz = _orth(V)
-            AZ = AV @ Cz
-            S = np.concatenate([X, Z], axis=1)
-            AS = np.concatenate([AX, AZ], axis=1)
-            Hm = S.T @ AS
+            AZ = Cz.T @ AV
+            S = np.concatenate([X, Z])
+            AS = np.concatenate([AX, AZ])
+            Hm = S @ AS.T
             th_all, Yall = np.linalg.eigh((Hm + Hm.T) / 2)
             Yb = Yall[:, :b]
             th = th_all[:b]
-            P = Z @ Yb[b:]
-            AP = AZ @ Yb[b:]
-            X = X @ Yb[:b] + P
-            AX = AX @ Yb[:b] + AP
+            P = Yb[b:].T @ Z
+            AP = Yb[b:].T @ AZ
+            X = Yb[:b].T @ X + P
+            AX = Yb[:b].T @ AX + AP
     return float(th[0]), bound, it
