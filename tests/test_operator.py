@@ -441,9 +441,16 @@ def test_engine_policy_setting_and_context(rng):
     xt = rng.standard_normal(tiny.in_shape).astype(np.float32)
     assert get_engine_policy() == "auto"
     assert tiny._choose(xt) in ("gemm", "fft")       # below the measured crossover
-    assert tiny._choose(xt.astype(np.float64)) in ("gemm", "fft")
+    one_d = ConvOperator.random(96, 32, 5, 32, rng=0)              # float64 1-D: NumPy
+    assert one_d._choose(rng.standard_normal((1000, 32, 32))) in ("gemm", "fft")
+    rgb = ConvOperator.random(32, 3, (3, 3), (64, 64), stride=2, padding=1, rng=0,
+                              dtype=np.float32)                    # 3 input channels
+    assert rgb._choose(rng.standard_normal(rgb.in_shape).astype(np.float32)) == "gemm"
+    wide = ConvOperator.random(512, 512, (3, 3), (15, 15), rng=0)  # float64, 512 channels
+    assert wide._choose(rng.standard_normal(wide.in_shape)) in ("gemm", "fft")
     if HAS_TORCH:
         assert big._choose(xb) == "torch"
+        assert tiny._choose(xt.astype(np.float64)) == "torch"     # float64 2-D, few channels
     with engine_policy("numpy"):
         assert get_engine_policy() == "numpy"
         assert big._choose(xb) in ("gemm", "fft")

@@ -44,7 +44,12 @@ from .._memory import check_allocation, check_elements
 from .._padding import parse_padding as _parse_padding  # the one padding parser
 from .._validation import as_int_tuple, check_choice, check_finite, check_positive_int, check_rng
 from .base import LinearOperator
-from .policy import TORCH_MIN_FLOPS, get_engine_policy
+from .policy import (
+    TORCH_MAX_CHANNELS_F64,
+    TORCH_MIN_CHANNELS_F32,
+    TORCH_MIN_FLOPS,
+    get_engine_policy,
+)
 
 __all__ = ["ConvOperator"]
 
@@ -472,16 +477,12 @@ class ConvOperator(LinearOperator):
         if policy != "numpy" and get_array_module(x) is np and has_module("torch"):
             if policy == "torch":
                 return "torch"
-            if x.dtype == np.float32:
-                # oneDNN's float32 convolution is 3-6x faster than NumPy's BLAS on real
-                # layers; below TORCH_MIN_FLOPS its per-call overhead loses to GEMM.  In
-                # float64 NumPy's FFT/GEMM paths match or beat it, so they stay in charge.
-                B = int(x.shape[0]) if x.ndim == len(self.in_shape) + 1 else 1
-                K, Mg = self._filters.shape[:2]
-                macs = B * K * Mg * math.prod(self.kernel_size) * math.prod(
-                    self.output_spatial)
-                if macs >= TORCH_MIN_FLOPS:
-                    return "torch"
+            if self._torch_preferred(x):
+                return "torch"
+        return self._numpy_engine(x)
+
+    def _numpy_engine(self, x: Any) -> str:
+        """GEMM or FFT by operation count (the NumPy/CuPy engines)."""
         if any(s != 1 for s in self.stride):
             return "gemm"
         # operation counts per (batch item, filter, input channel)
@@ -500,6 +501,25 @@ class ConvOperator(LinearOperator):
         B = int(x.shape[0]) if x.ndim == len(self.in_shape) + 1 else 1
         freq = 8.0 * F * 3.0 * max(B, 8) / max(B, 1)
         return "fft" if freq < direct else "gemm"
+
+    def _torch_preferred(self, x: Any) -> bool:
+        """``"auto"``'s rule for sending NumPy data to PyTorch (constants and the sweep
+        they come from: :mod:`modelcs.operators.policy`)."""
+        B = int(x.shape[0]) if x.ndim == len(self.in_shape) + 1 else 1
+        K, Mg = self._filters.shape[:2]
+        if x.dtype == np.float32:
+            # oneDNN's float32 convolution is 2-6x faster than NumPy's BLAS from small
+            # layers up, except on few input channels (3-channel images: 1.3-1.8x slower)
+            # and on tiny calls, where its per-call overhead loses
+            macs = B * K * Mg * math.prod(self.kernel_size) * math.prod(self.output_spatial)
+            return Mg >= TORCH_MIN_CHANNELS_F32 and macs >= TORCH_MIN_FLOPS
+        if x.dtype == np.float64 and self.ndim_spatial == 2:
+            # float64 2-D: PyTorch's native kernels win up to moderate channel counts; the
+            # NumPy FFT engine where its operation count says so and on wide layers
+            if K * Mg > TORCH_MAX_CHANNELS_F64:
+                return False
+            return K * Mg <= 256 or self._numpy_engine(x) != "fft"
+        return False
 
     # ------------------------------------------------------------ pad / unpad
     def _pad(self, x: Any) -> Any:

@@ -5,9 +5,11 @@ problem size, the dtype and the array module of the data.  The *policy* says whi
 that choice may use:
 
 ``"auto"`` (default)
-    NumPy data: PyTorch's convolution for float32 above a measured size, the NumPy GEMM or
-    FFT engine below it and for float64 (where NumPy matches or beats PyTorch on this class
-    of CPU); CuPy data: GEMM or FFT.
+    NumPy data: PyTorch's convolution for float32 from a small size on (except with fewer
+    than :data:`TORCH_MIN_CHANNELS_F32` input channels per group), and for float64 2-D
+    layers up to :data:`TORCH_MAX_CHANNELS_F64` filter-channel pairs unless the NumPy FFT
+    engine's operation count wins; the NumPy GEMM or FFT engine otherwise (1-D float64,
+    wide float64 layers, tiny calls).  CuPy data: GEMM or FFT.
 ``"numpy"``
     Never PyTorch: GEMM or FFT by operation count only (results do not depend on whether
     PyTorch is installed).
@@ -17,10 +19,23 @@ that choice may use:
 A user can always force one engine with ``ConvOperator(..., engine="gemm")`` or
 :meth:`~modelcs.ConvOperator.with_engine`; the policy only steers ``"auto"``.
 
-The crossover (:data:`TORCH_MIN_FLOPS`) comes from the engine sweep of
-``benchmarks/bench_operator.py`` (forward + adjoint pairs from an 8-channel 16x16 layer
-to 512 channels on 15x15 with a batch of 16, float32 and float64, 2-core x86 CPU): below
-it PyTorch's per-call overhead and thread wake-up cost more than NumPy's GEMM.
+The constants come from the engine sweep of ``benchmarks/bench_operator.py --sweep-only``
+(forward + adjoint pairs, 3x3 filters, from an 8-channel 16x16 layer to 512 channels on
+15x15 with a batch of 16, strides 1 and 2, float32 and float64), measured on a quiet 2-core
+x86 machine (AVX-512, OpenBLAS pinned to Haswell kernels, PyTorch 2.13 CPU):
+
+* float32: PyTorch was the fastest engine in 15 of 19 sizes, by 1.3-6x from 16 channels
+  on 16x16 up; GEMM won the 8-channel 16x16 single call (1.1x) and the 3-channel stride-2
+  first layers (1.3x at 64x64, 1.8x at 224x224); FFT won 512 channels with a batch of 16
+  by 1.07x.
+* float64: PyTorch won 2-D layers up to 128 channels (1.2-1.7x over the best NumPy
+  engine), tied at 256 and lost at 512 (GEMM/FFT 1.1-2x faster), and lost to FFT on
+  large images in batches (32 channels, 56x56, batch 8: 1.4x); on the 1-D paper size
+  (96 x 32 x 5, 1000 codes) GEMM beat it 1.45x.
+
+Below :data:`TORCH_MIN_FLOPS` multiply-adds, PyTorch's per-call overhead and thread
+wake-ups make it lose or tie, and on a loaded machine its threads lose badly (2.1 ms
+against 0.16 ms for GEMM in one observation), so NumPy keeps tiny calls.
 """
 
 from __future__ import annotations
@@ -35,9 +50,13 @@ __all__ = ["engine_policy", "set_engine_policy", "get_engine_policy"]
 
 POLICIES = ("auto", "numpy", "torch")
 
-#: float32 multiply-adds of one forward pass (batch included) above which ``"auto"``
+#: float32 multiply-adds of one forward pass (batch included) from which ``"auto"``
 #: sends NumPy data to PyTorch (see the module docstring for where it comes from)
-TORCH_MIN_FLOPS = 3.0e7
+TORCH_MIN_FLOPS = 2.0e5
+#: float32: fewer input channels per group than this stay on NumPy (3-channel images)
+TORCH_MIN_CHANNELS_F32 = 5
+#: float64 2-D: at most this many (filter, input channel) pairs go to PyTorch
+TORCH_MAX_CHANNELS_F64 = 128 * 128
 
 _POLICY: contextvars.ContextVar[str] = contextvars.ContextVar("modelcs_engine_policy",
                                                              default="auto")
