@@ -20,7 +20,7 @@ The engine sweep (a second table) times a forward + adjoint pair by every engine
 layer (8 channels, 16x16, batch 1) to the S2 size, float32 and float64, and the ``auto``
 choice against the fastest: the crossovers of :mod:`modelcs.operators.policy` come from it.
 
-Run: ``python benchmarks/bench_operator.py [--quick] [--sweep-only]``
+Run: ``python benchmarks/bench_operator.py [--quick] [--sweep-only | --no-sweep]``
 """
 
 from __future__ import annotations
@@ -257,6 +257,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
     ap.add_argument("--sweep-only", action="store_true",
                     help="only the engine sweep (tiny to S2, float32 and float64)")
+    ap.add_argument("--no-sweep", action="store_true", help="only the main table")
     args = ap.parse_args()
     reps = 3 if args.quick else 15
 
@@ -275,7 +276,7 @@ def main() -> None:
     except ImportError:
         have_pylops = False
 
-    sweep_rows = sweep(3 if args.quick else 7, have_torch)
+    sweep_rows = [] if args.no_sweep else sweep(3 if args.quick else 7, have_torch)
     if args.sweep_only:
         print_sweep(sweep_rows)
         return
@@ -309,7 +310,8 @@ def main() -> None:
               f"{t_torch:8.2f} {t_auto / t_torch:10.2f} {t_np / t_torch:11.2f} | {sc_s} "
               f"{sc / t_auto:8.0f} | {pl_s} {pl_x}")
     print("~ = timed on a subset of filters (and batch) and scaled linearly.")
-    print_sweep(sweep_rows)
+    if sweep_rows:
+        print_sweep(sweep_rows)
 
 
 if __name__ == "__main__":
