@@ -27,7 +27,7 @@ import numpy as np
 
 from ._backend import get_array_module
 
-__all__ = ["lsqr", "KrylovResult", "lanczos_norm_sq", "batch_norms"]
+__all__ = ["lsqr", "KrylovResult", "lanczos_norm_sq", "batch_norms", "ritz_error"]
 
 
 def batch_norms(a: Any) -> Any:
@@ -158,9 +158,17 @@ def lsqr(
     def fwd(z: Any) -> Any:
         return A @ z
 
+    def own(a: Any, src: Any) -> Any:
+        """``a`` if it may be overwritten (a fresh, writeable operator output), else a copy:
+        an operator may hand back its input or a read-only view."""
+        writeable = getattr(getattr(a, "flags", None), "writeable", True)
+        return a if writeable and not xp.may_share_memory(a, src) else a.copy()
+
     def adj(r: Any) -> Any:
-        g = A.T @ r
-        return g if mask is None else xp.where(mask, g, 0)
+        g = own(A.T @ r, r)
+        if mask is not None:
+            g *= mask  # in place: no new array per iteration
+        return g
 
     def bc(s: Any, like: Any) -> Any:  # per-item float64 scalars -> broadcastable, like's dtype
         return s.reshape((B,) + (1,) * (like.ndim - 1)).astype(like.dtype, copy=False)
@@ -184,6 +192,7 @@ def lsqr(
     v /= bc(safe(alpha), v)
     w = v.copy()
     x = xp.zeros_like(v)
+    work = xp.empty_like(v)
     phibar, rhobar = beta.copy(), alpha.copy()
     anorm2 = xp.zeros_like(beta)
     rnorm, arnorm = beta.copy(), alpha * beta
@@ -199,13 +208,16 @@ def lsqr(
             break
         n_iter += active_np
         # Golub-Kahan bidiagonalisation step
-        u *= bc(-alpha, u)
-        u += fwd(v)
+        # (in place on the fresh operator outputs: no temporaries of the vectors' size)
+        Av = own(fwd(v), v)
+        Av -= xp.multiply(u, bc(alpha, u), out=u)
+        u = Av
         beta = batch_norms(u)
         u /= bc(safe(beta), u)
         anorm2 = anorm2 + alpha**2 + beta**2
-        v *= bc(-beta, v)
-        v += adj(u)
+        g = adj(u)
+        g -= xp.multiply(v, bc(beta, v), out=v)
+        v = g
         alpha = batch_norms(v)
         v /= bc(safe(alpha), v)
         # plane rotation eliminating the subdiagonal beta
@@ -215,7 +227,7 @@ def lsqr(
         theta = s * alpha
         phi = c * phibar
         step = xp.where(done, 0.0, phi / rho_s)
-        x += bc(step, x) * w
+        x += xp.multiply(w, bc(step, x), out=work)
         w *= bc(-xp.where(rho > 0, theta / rho_s, 0.0), w)
         w += v
         rhobar = xp.where(done, rhobar, -c * alpha)
@@ -320,3 +332,32 @@ def lanczos_norm_sq(op: Any, *, xp: Any = np, max_iter: int = 60) -> float:
     if resid <= 0.05 * theta:
         return theta + resid
     return 1.05 * theta
+
+
+def ritz_error(alphas: Any, betas: Any, th: Any, j: int, top: float) -> float:
+    """Error bound of the ``j``-th Ritz value ``th[j]`` of a Lanczos tridiagonal matrix.
+
+    ``alphas`` (m,) and ``betas`` (m,) are the recurrence coefficients (``betas[-1]`` the
+    last off-diagonal, outside the matrix), ``th`` its eigenvalues (ascending) and ``top``
+    the largest.  With the residual ``rho = |beta_m s_m|`` of the Ritz pair (Paige 1980:
+    reliable for converged pairs in finite precision), ``|theta - lambda| <= min(rho,
+    rho^2 / gap)`` with the gap to the next distinct Ritz value (copies of ``theta`` itself
+    are the usual "ghosts" of plain Lanczos and are skipped).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scipy.linalg import eigh_tridiagonal
+    >>> a, b = np.array([2.0, 1.0]), np.array([0.5, 1e-9])
+    >>> th = eigh_tridiagonal(a, b[:-1], eigvals_only=True)
+    >>> ritz_error(a, b, th, 1, th[-1]) < 1e-9
+    True
+    """
+    from scipy.linalg import eigh_tridiagonal
+
+    theta = th[j]
+    _, S = eigh_tridiagonal(alphas, betas[:-1], select="i", select_range=(j, j))
+    rho = abs(betas[-1] * S[-1, 0])
+    other = th[np.abs(th - theta) > 1e-6 * top]
+    gap = float(np.abs(other - theta).min()) if other.size else 0.0
+    return float(min(rho, rho * rho / gap) if gap > 0 else rho)

@@ -69,3 +69,11 @@ def dense_conv_matrix(w, D, stride=1, padding="valid", groups=1):
                     col = m * ND + int(np.ravel_multi_index(pos, D))
                     A[row, col] += w[(k, mg, *j)]
     return A, (K, *n)
+
+
+def dense(W):
+    """The dense matrix of a ConvOperator ``W``, built independently (loops)."""
+    A, _ = dense_conv_matrix(
+        W.filters, W.input_spatial, stride=W.stride, padding=W.padding, groups=W.groups
+    )
+    return A

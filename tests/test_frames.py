@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import dense_conv_matrix
+from reference import dense
 
 from modelcs import (
     ConvOperator,
@@ -33,13 +33,6 @@ from modelcs import (
     theorem_c1_ratio,
 )
 from modelcs.frames.pinv import ConvergenceWarning
-
-
-def dense(W):
-    A, _ = dense_conv_matrix(
-        W.filters, W.input_spatial, stride=W.stride, padding=W.padding, groups=W.groups
-    )
-    return A
 
 
 # ------------------------------------------------------------------------------- CReLU

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import dense_conv_matrix
+from reference import dense
 from test_operator import CASES
 
 from modelcs import (
@@ -23,13 +23,6 @@ from modelcs import (
     pinv_reconstruct,
     singular_values,
 )
-
-
-def dense(W):
-    A, _ = dense_conv_matrix(
-        W.filters, W.input_spatial, stride=W.stride, padding=W.padding, groups=W.groups
-    )
-    return A
 
 
 # --------------------------------------------------------------------------- to_sparse

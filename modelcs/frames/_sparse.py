@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from .._krylov import ritz_error
 from .._memory import check_elements
 
 __all__ = ["sparse_friendly", "gram_matrix", "sparse_frame_bounds", "lstsq_direct"]
@@ -163,11 +164,7 @@ def _lanczos_top(apply: Any, N: int, *, tol: float, cap: float, max_iter: int | 
                 j = int(cand[-1])
                 theta = th[j]
                 val[i] = theta
-                _, S = eigh_tridiagonal(Aa[i], Bb[i, :-1], select="i", select_range=(j, j))
-                rho = abs(Bb[i, -1] * S[-1, 0])
-                other = th[np.abs(th - theta) > 1e-6 * top]
-                gap = float(np.abs(other - theta).min()) if other.size else 0.0
-                err = min(rho, rho * rho / gap) if gap > 0 else rho
+                err = ritz_error(Aa[i], Bb[i], th, j, top)
                 if err > max(tol * theta, 1e-14 * top):
                     ok = False
             agree = bool(val.max() - val.min() <= tol * val.max())

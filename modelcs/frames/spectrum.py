@@ -82,6 +82,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import is_cupy_array, to_numpy
+from .._krylov import ritz_error
 from .._memory import check_elements
 from .._validation import check_choice, check_finite, check_positive_int, check_rng
 from ..operators import ConvOperator, LinearOperator
@@ -297,14 +298,7 @@ def _lanczos(
                 lo[i], hi[i] = th[j_lo], top
                 ends = ((m - 1, top),) if top_only else ((j_lo, th[j_lo]), (m - 1, top))
                 for j, theta in ends:
-                    _, S = eigh_tridiagonal(A[i], B[i, :-1], select="i",
-                                            select_range=(j, j))
-                    rho = abs(B[i, -1] * S[-1, 0])
-                    # |theta - lambda| <= min(rho, rho^2 / gap) with the gap to the next
-                    # distinct Ritz value (copies of theta itself are the usual "ghosts")
-                    other = th[np.abs(th - theta) > 1e-6 * top]
-                    gap = float(np.abs(other - theta).min()) if other.size else 0.0
-                    err = min(rho, rho * rho / gap) if gap > 0 else rho
+                    err = ritz_error(A[i], B[i], th, j, top)
                     # relative to theta, down to the rounding floor of the Gram operator
                     if err > max(tol * theta, 1e-13 * top):
                         ok = False

@@ -46,6 +46,7 @@ from .._validation import as_int_tuple, check_choice, check_finite, check_positi
 from .base import LinearOperator
 from .policy import (
     TORCH_MAX_CHANNELS_F64,
+    TORCH_MAX_PIXELS_F64,
     TORCH_MIN_CHANNELS_F32,
     TORCH_MIN_FLOPS,
     get_engine_policy,
@@ -514,9 +515,11 @@ class ConvOperator(LinearOperator):
             macs = B * K * Mg * math.prod(self.kernel_size) * math.prod(self.output_spatial)
             return Mg >= TORCH_MIN_CHANNELS_F32 and macs >= TORCH_MIN_FLOPS
         if x.dtype == np.float64 and self.ndim_spatial == 2:
-            # float64 2-D: PyTorch's native kernels win up to moderate channel counts; the
-            # NumPy FFT engine where its operation count says so and on wide layers
-            if K * Mg > TORCH_MAX_CHANNELS_F64:
+            # float64 2-D: PyTorch's native kernels win up to moderate channel counts and
+            # image sizes (its transposed convolution loses on large images); the NumPy
+            # FFT engine where its operation count says so, GEMM on wide layers
+            if (K * Mg > TORCH_MAX_CHANNELS_F64
+                    or math.prod(self.output_spatial) > TORCH_MAX_PIXELS_F64):
                 return False
             return K * Mg <= 256 or self._numpy_engine(x) != "fft"
         return False

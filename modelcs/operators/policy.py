@@ -7,8 +7,9 @@ that choice may use:
 ``"auto"`` (default)
     NumPy data: PyTorch's convolution for float32 from a small size on (except with fewer
     than :data:`TORCH_MIN_CHANNELS_F32` input channels per group), and for float64 2-D
-    layers up to :data:`TORCH_MAX_CHANNELS_F64` filter-channel pairs unless the NumPy FFT
-    engine's operation count wins; the NumPy GEMM or FFT engine otherwise (1-D float64,
+    layers up to :data:`TORCH_MAX_CHANNELS_F64` filter-channel pairs and
+    :data:`TORCH_MAX_PIXELS_F64` output pixels unless the NumPy FFT engine's operation
+    count wins; the NumPy GEMM or FFT engine otherwise (1-D float64,
     wide float64 layers, tiny calls).  CuPy data: GEMM or FFT.
 ``"numpy"``
     Never PyTorch: GEMM or FFT by operation count only (results do not depend on whether
@@ -30,8 +31,9 @@ x86 machine (AVX-512, OpenBLAS pinned to Haswell kernels, PyTorch 2.13 CPU):
   by 1.07x.
 * float64: PyTorch won 2-D layers up to 128 channels (1.2-1.7x over the best NumPy
   engine), tied at 256 and lost at 512 (GEMM/FFT 1.1-2x faster), and lost to FFT on
-  large images in batches (32 channels, 56x56, batch 8: 1.4x); on the 1-D paper size
-  (96 x 32 x 5, 1000 codes) GEMM beat it 1.45x.
+  large images in batches (32 channels, 56x56, batch 8: 1.4x); on 64 channels at 112x112
+  its transposed convolution (the adjoint) took 54 ms against GEMM's 31-40 ms; on the 1-D
+  paper size (96 x 32 x 5, 1000 codes) GEMM beat it 1.45x.
 
 Below :data:`TORCH_MIN_FLOPS` multiply-adds, PyTorch's per-call overhead and thread
 wake-ups make it lose or tie, and on a loaded machine its threads lose badly (2.1 ms
@@ -55,8 +57,10 @@ POLICIES = ("auto", "numpy", "torch")
 TORCH_MIN_FLOPS = 2.0e5
 #: float32: fewer input channels per group than this stay on NumPy (3-channel images)
 TORCH_MIN_CHANNELS_F32 = 5
-#: float64 2-D: at most this many (filter, input channel) pairs go to PyTorch
+#: float64 2-D: at most this many (filter, input channel) pairs go to PyTorch ...
 TORCH_MAX_CHANNELS_F64 = 128 * 128
+#: ... with outputs of at most this many pixels
+TORCH_MAX_PIXELS_F64 = 64 * 64
 
 _POLICY: contextvars.ContextVar[str] = contextvars.ContextVar("modelcs_engine_policy",
                                                              default="auto")
