@@ -518,10 +518,12 @@ class ConvOperator(LinearOperator):
             # float64 2-D: PyTorch's native kernels win up to moderate channel counts and
             # image sizes (its transposed convolution loses on large images); the NumPy
             # FFT engine where its operation count says so, GEMM on wide layers
+            if K * Mg <= 256:  # few channels (e.g. 3-channel images): PyTorch at any size
+                return True
             if (K * Mg > TORCH_MAX_CHANNELS_F64
                     or math.prod(self.output_spatial) > TORCH_MAX_PIXELS_F64):
                 return False
-            return K * Mg <= 256 or self._numpy_engine(x) != "fft"
+            return self._numpy_engine(x) != "fft"
         return False
 
     # ------------------------------------------------------------ pad / unpad

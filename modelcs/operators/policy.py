@@ -7,10 +7,10 @@ that choice may use:
 ``"auto"`` (default)
     NumPy data: PyTorch's convolution for float32 from a small size on (except with fewer
     than :data:`TORCH_MIN_CHANNELS_F32` input channels per group), and for float64 2-D
-    layers up to :data:`TORCH_MAX_CHANNELS_F64` filter-channel pairs and
-    :data:`TORCH_MAX_PIXELS_F64` output pixels unless the NumPy FFT engine's operation
-    count wins; the NumPy GEMM or FFT engine otherwise (1-D float64,
-    wide float64 layers, tiny calls).  CuPy data: GEMM or FFT.
+    layers with at most 256 filter-channel pairs, and up to
+    :data:`TORCH_MAX_CHANNELS_F64` pairs and :data:`TORCH_MAX_PIXELS_F64` output pixels
+    unless the NumPy FFT engine's operation count wins; the NumPy GEMM or FFT engine
+    otherwise (1-D float64, wide float64 layers, tiny calls).  CuPy data: GEMM or FFT.
 ``"numpy"``
     Never PyTorch: GEMM or FFT by operation count only (results do not depend on whether
     PyTorch is installed).
