@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ._backend import get_array_module
+from ._backend import get_array_module, to_numpy
 
 __all__ = ["lsqr", "KrylovResult", "lanczos_norm_sq", "batch_norms", "ritz_error"]
 
@@ -203,7 +203,7 @@ def lsqr(
     done = conv
     n_iter = np.zeros(B, dtype=np.int64)
     for it in range(1, max_iter + 1):
-        active_np = ~_host(done)
+        active_np = ~to_numpy(done)
         if not active_np.any():
             break
         n_iter += active_np
@@ -247,17 +247,13 @@ def lsqr(
             xs = x if start is None else x + start
             rs = batch_norms((b - fwd(xs))[sel])
             if callback({"iteration": it, "x": xs[sel], "active": idx,
-                         "residual_norms": np.asarray(_host(rs))}):
+                         "residual_norms": to_numpy(rs)}):
                 break
     if start is not None:
         x = x + start
-    return KrylovResult(x=x, n_iter=n_iter, converged=np.asarray(_host(conv)).astype(bool),
-                        residual_norm=np.asarray(_host(rnorm)),
-                        normal_residual_norm=np.asarray(_host(arnorm)))
-
-
-def _host(a: Any) -> Any:
-    return a.get() if hasattr(a, "get") else a
+    return KrylovResult(x=x, n_iter=n_iter, converged=to_numpy(conv).astype(bool),
+                        residual_norm=to_numpy(rnorm),
+                        normal_residual_norm=to_numpy(arnorm))
 
 
 def _top_ritz(alphas: list[float], betas: list[float]) -> tuple[float, float]:

@@ -34,6 +34,7 @@ __all__ = [
     "check_rng",
     "check_max_iter",
     "check_tol",
+    "check_callback",
     "as_batch",
     "unbatch",
 ]
@@ -166,6 +167,12 @@ def check_tol(value: Any, name: str = "tol") -> float:
     if not (np.isfinite(v) and v >= 0):
         raise ValueError(f"parameter '{name}' must be a finite real number >= 0; got {value!r}")
     return v
+
+
+def check_callback(callback: Any, name: str = "callback") -> None:
+    """Raise a ``TypeError`` unless ``callback`` is callable or ``None``."""
+    if callback is not None and not callable(callback):
+        raise TypeError(f"parameter '{name}' must be callable or None; got {callback!r}")
 
 
 def as_batch(

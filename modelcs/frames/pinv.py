@@ -41,7 +41,7 @@ import numpy as np
 
 from .._backend import get_array_module, to_numpy
 from .._krylov import batch_norms, lsqr
-from .._validation import check_choice, check_finite, check_positive_int
+from .._validation import check_callback, check_choice, check_finite, check_positive_int
 from ..operators import ConvOperator, LinearOperator
 from ..operators.base import MaskedOperator
 from ..operators.matrix import as_operator
@@ -237,8 +237,7 @@ def pinv_reconstruct(
     stopped = False
     cb = None
     if callback is not None:
-        if not callable(callback):
-            raise TypeError(f"parameter 'callback' must be callable or None; got {callback!r}")
+        check_callback(callback)
         user = callback
 
         def cb(info: dict[str, Any]) -> bool:

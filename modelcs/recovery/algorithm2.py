@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import from_torch, is_torch_tensor, result_dtype
-from .._validation import as_batch, check_finite, check_nonnegative_int
+from .._validation import as_batch, check_callback, check_finite, check_nonnegative_int
 from ..models import ModelSparse
 from ..operators.conv import ConvOperator
 from ..operators.matrix import as_operator
@@ -170,8 +170,7 @@ def l1_support_recovery(
     Phi = W.T
     cb1 = cb3 = None
     if callback is not None:
-        if not callable(callback):
-            raise TypeError(f"parameter 'callback' must be callable or None; got {callback!r}")
+        check_callback(callback)
         user = callback
 
         def cb1(info: dict[str, Any]) -> Any:

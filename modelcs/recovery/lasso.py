@@ -58,7 +58,13 @@ import numpy as np
 
 from .._backend import get_array_module, result_dtype, to_numpy
 from .._krylov import KrylovResult, lsqr
-from .._validation import as_batch, check_finite, check_positive_int, check_tol
+from .._validation import (
+    as_batch,
+    check_callback,
+    check_finite,
+    check_positive_int,
+    check_tol,
+)
 from ..operators.base import LinearOperator
 from ..operators.matrix import as_operator
 from ._common import RecoveryResult, batch_norms, prepare
@@ -184,15 +190,6 @@ def operator_norm_sq(op: Any, *, xp: Any = np) -> float:
 
 
 # -------------------------------------------------------------------- helpers
-def _bsum(a: Any) -> Any:
-    """Per-signal sum over all non-batch axes, accumulated in float64."""
-    return a.reshape(a.shape[0], -1).sum(axis=1, dtype=np.float64)
-
-
-def _bdot(a: Any, b: Any) -> Any:
-    return _bsum(a * b)
-
-
 def _bcol(v: Any, ndim: int) -> Any:
     """A per-signal vector shaped to broadcast against ``(B, ...)`` arrays of ``ndim`` dims."""
     return v.reshape((v.shape[0],) + (1,) * (ndim - 1))
@@ -381,7 +378,7 @@ def lasso(
     if mask is not None:
         c0 = c0 * mask
     lam_max = to_numpy(xp.abs(c0).reshape(B, -1).max(axis=1)).astype(np.float64)
-    yy = to_numpy(_bdot(yb, yb))
+    yy = to_numpy(_sq(yb, yb.shape[0]))
 
     z_out = xp.zeros((B, *Phi.in_shape), dtype=dt)
     obj_out = 0.5 * yy.copy()
@@ -531,8 +528,7 @@ def debias(
     tol = check_tol(tol)
     cb = None
     if callback is not None:
-        if not callable(callback):
-            raise TypeError(f"parameter 'callback' must be callable or None; got {callback!r}")
+        check_callback(callback)
         user = callback
 
         def cb(info: dict[str, Any]) -> Any:
