@@ -9,6 +9,8 @@ its iterates stay in the row space of the (restricted) ``A``, so it converges to
 minimum-norm solution.
 
 :func:`lanczos_norm_sq` estimates ``||A||_2^2`` (what :meth:`LinearOperator.norm` caches).
+:func:`lanczos_extremes` is the plain Lanczos of the spectrum routines (extreme eigenvalues
+of a symmetric positive semi-definite operator to a stated tolerance).
 
 Method: LSQR (Paige & Saunders, "LSQR: An algorithm for sparse linear equations and sparse
 least squares", ACM TOMS 8(1), 1982): Golub-Kahan bidiagonalisation, only ``A`` and ``A^T``
@@ -27,7 +29,8 @@ import numpy as np
 
 from ._backend import get_array_module, to_numpy
 
-__all__ = ["lsqr", "KrylovResult", "lanczos_norm_sq", "batch_norms", "ritz_error"]
+__all__ = ["lsqr", "KrylovResult", "lanczos_norm_sq", "batch_norms", "ritz_error",
+           "lanczos_extremes"]
 
 
 def batch_norms(a: Any) -> Any:
@@ -357,3 +360,106 @@ def ritz_error(alphas: Any, betas: Any, th: Any, j: int, top: float) -> float:
     other = th[np.abs(th - theta) > 1e-6 * top]
     gap = float(np.abs(other - theta).min()) if other.size else 0.0
     return float(min(rho, rho * rho / gap) if gap > 0 else rho)
+
+
+def lanczos_extremes(
+    apply: Any, shape: tuple[int, ...], *, tol: float, rng: np.random.Generator,
+    max_iter: int | None = None, progress: bool | None = None, n_starts: int = 2,
+    nonzero_rtol: float | None = None, top_only: bool = False, check_every: int = 10,
+    floor: float = 1e-13, desc: str = "Lanczos",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Extreme eigenvalues of a symmetric positive semi-definite operator by plain Lanczos.
+
+    Plain Lanczos (no reorthogonalisation, O(1) vectors of memory) from ``n_starts``
+    random starts at once: ``apply`` maps a batch ``(n_starts, *shape)`` to the operator
+    applied to each item (one call per step).  Every ``check_every`` steps (then every
+    ``m / 20``) the Ritz values of each start's tridiagonal matrix are checked with
+    :func:`ritz_error`; the run stops when the smallest (the smallest above
+    ``nonzero_rtol**2 * theta_max`` if given) and the largest Ritz values of every start
+    are within ``max(tol * theta, floor * theta_max)`` of an eigenvalue and the starts agree
+    to ``tol`` (with ``top_only``: only the largest).  A start whose Krylov space is
+    exhausted ends the run.
+
+    Returns
+    -------
+    (lo, hi) : ndarray ``(n_starts,)`` each
+        The smallest (nonzero) and the largest Ritz value of each start (``lo`` only an
+        estimate with ``top_only``).  Raises ``RuntimeError`` if ``max_iter`` (default
+        ``max(2000, 20 N)``) steps do not reach the tolerance.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> G = np.diag(np.arange(1.0, 41.0))
+    >>> lo, hi = lanczos_extremes(lambda Q: Q @ G, (40,), tol=1e-10,
+    ...                           rng=np.random.default_rng(0))
+    >>> bool(np.allclose(lo, 1.0) and np.allclose(hi, 40.0))
+    True
+    """
+    from scipy.linalg import eigh_tridiagonal  # noqa: PLC0415
+
+    from ._progress import progress_bar  # noqa: PLC0415
+
+    N = math.prod(shape)
+    if max_iter is None:
+        max_iter = max(2000, 20 * N)
+    b = n_starts
+    ax = tuple(range(1, 1 + len(shape)))
+    q = rng.standard_normal((b, *shape))
+    q /= np.sqrt((q * q).sum(axis=ax, keepdims=True))
+    q_prev = np.zeros_like(q)
+    beta_prev = np.zeros(b)
+    alphas: list[np.ndarray] = []
+    betas: list[np.ndarray] = []
+    bshape = (b,) + (1,) * len(shape)
+    lo, hi = np.zeros(b), np.zeros(b)
+    ok = agree = exhausted = False
+    check = check_every
+    with progress_bar(max_iter, desc=desc, unit="step", progress=progress) as bar:
+        for m in range(1, max_iter + 1):
+            v = (np.asarray(to_numpy(apply(q)), dtype=np.float64)
+                 - beta_prev.reshape(bshape) * q_prev)
+            alpha = (v * q).sum(axis=ax)
+            v -= alpha.reshape(bshape) * q
+            beta = np.sqrt((v * v).sum(axis=ax))
+            alphas.append(alpha)
+            betas.append(beta)
+            bar.update()
+            exhausted = bool((beta <= 1e-14 * np.abs(np.stack(alphas)).max()).any())
+            if m % check and not exhausted and m != max_iter:
+                q_prev, q = q, v / np.where(beta > 0, beta, 1.0).reshape(bshape)
+                beta_prev = beta
+                continue
+            check = max(check_every, m // 20)  # the tridiagonal solves stay a small fraction
+            A = np.stack(alphas, axis=1)
+            B = np.stack(betas, axis=1)
+            ok = True
+            for i in range(b):
+                th = eigh_tridiagonal(A[i], B[i, :-1], eigvals_only=True)
+                top = th[-1]
+                cand = np.flatnonzero(th > (nonzero_rtol**2) * top) if nonzero_rtol else [0]
+                if len(cand) == 0:
+                    ok = False
+                    continue
+                j_lo = int(cand[0])
+                lo[i], hi[i] = th[j_lo], top
+                ends = ((m - 1, top),) if top_only else ((j_lo, th[j_lo]), (m - 1, top))
+                for j, theta in ends:
+                    # relative to theta, down to the rounding floor of the operator
+                    if ritz_error(A[i], B[i], th, j, top) > max(tol * theta, floor * top):
+                        ok = False
+            agree = (top_only or lo.max() - lo.min() <= max(tol * lo.max(), floor * hi.max())
+                     ) and hi.max() - hi.min() <= tol * hi.max()
+            if not top_only:
+                bar.update(0, label=f"sigma_min~{math.sqrt(max(lo.min(), 0.0)):.6g}")
+            if (ok and agree) or exhausted:
+                break
+            q_prev, q = q, v / np.where(beta > 0, beta, 1.0).reshape(bshape)
+            beta_prev = beta
+    if not (ok and agree) and not exhausted:
+        found = f"largest {hi}" if top_only else f"smallest {lo}, largest {hi}"
+        raise RuntimeError(
+            f"{desc} did not reach tol={tol:g} in max_iter={max_iter} steps (Ritz values: "
+            f"{found}); increase max_iter or tol"
+        )
+    return lo, hi

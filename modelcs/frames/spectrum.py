@@ -82,12 +82,13 @@ from typing import Any
 import numpy as np
 
 from .._backend import is_cupy_array, to_numpy
-from .._krylov import ritz_error
+from .._krylov import lanczos_extremes
 from .._memory import check_elements
 from .._validation import check_choice, check_finite, check_positive_int, check_rng
 from ..operators import ConvOperator, LinearOperator
 from ..operators.matrix import as_operator
 from ._sparse import sparse_frame_bounds, sparse_friendly
+from ._valid_gram import ValidGram, lobpcg_ok, lobpcg_smallest, shift_estimate
 
 __all__ = ["singular_values", "frame_bounds"]
 
@@ -242,81 +243,19 @@ def _lanczos(
     progress: bool | None, n_starts: int = 2, gram: Any = None, top_only: bool = False,
 ) -> tuple[float, float]:
     """``(sigma_lo, sigma_hi)``: the smallest (nonzero if ``nonzero_rtol``) and the largest
-    singular value of ``W`` by Lanczos on its smaller Gram operator (module docstring).
+    singular value of ``W`` by plain Lanczos (:func:`modelcs._krylov.lanczos_extremes`) on
+    its smaller Gram operator (module docstring).
 
     ``gram``: ``(apply, shape)`` of that Gram operator if already at hand; ``top_only``:
     stop when the largest value has converged (``sigma_lo`` is then only an estimate)."""
-    from scipy.linalg import eigh_tridiagonal
-
-    from .._progress import progress_bar
-
     G, shape = _gram_apply(W) if gram is None else gram
     N = math.prod(shape)
     # q, q_prev, v and the Gram product's two intermediates, for each start
     check_elements(f"the Lanczos vectors for W of shape {W.shape} ({n_starts} starts)",
                    n_starts * (3 * N + sum(W.shape)))
-    if max_iter is None:
-        max_iter = max(2000, 20 * N)
-    gen = check_rng(rng)
-    b = n_starts
-    ax = tuple(range(1, 1 + len(shape)))
-    q = gen.standard_normal((b, *shape))
-    q /= np.sqrt((q * q).sum(axis=ax, keepdims=True))
-    q_prev = np.zeros_like(q)
-    beta_prev = np.zeros(b)
-    alphas: list[np.ndarray] = []
-    betas: list[np.ndarray] = []
-    bshape = (b,) + (1,) * len(shape)
-    lo, hi = np.zeros(b), np.zeros(b)
-    check = 10
-    with progress_bar(max_iter, desc="Lanczos", unit="step", progress=progress) as bar:
-        for m in range(1, max_iter + 1):
-            v = np.asarray(to_numpy(G(q)), dtype=np.float64) - beta_prev.reshape(bshape) * q_prev
-            alpha = (v * q).sum(axis=ax)
-            v -= alpha.reshape(bshape) * q
-            beta = np.sqrt((v * v).sum(axis=ax))
-            alphas.append(alpha)
-            betas.append(beta)
-            bar.update()
-            exhausted = bool((beta <= 1e-14 * np.abs(np.stack(alphas)).max()).any())
-            if m % check and not exhausted and m != max_iter:
-                q_prev, q = q, v / np.where(beta > 0, beta, 1.0).reshape(bshape)
-                beta_prev = beta
-                continue
-            check = max(10, m // 20)  # the tridiagonal solves stay a small fraction
-            A = np.stack(alphas, axis=1)
-            B = np.stack(betas, axis=1)
-            ok = True
-            for i in range(b):
-                th = eigh_tridiagonal(A[i], B[i, :-1], eigvals_only=True)
-                top = th[-1]
-                cand = np.flatnonzero(th > (nonzero_rtol**2) * top) if nonzero_rtol else [0]
-                if len(cand) == 0:
-                    ok = False
-                    continue
-                j_lo = int(cand[0])
-                lo[i], hi[i] = th[j_lo], top
-                ends = ((m - 1, top),) if top_only else ((j_lo, th[j_lo]), (m - 1, top))
-                for j, theta in ends:
-                    err = ritz_error(A[i], B[i], th, j, top)
-                    # relative to theta, down to the rounding floor of the Gram operator
-                    if err > max(tol * theta, 1e-13 * top):
-                        ok = False
-            floor = 1e-13 * hi.max()
-            agree = (top_only or lo.max() - lo.min() <= max(tol * lo.max(), floor)) and (
-                hi.max() - hi.min() <= tol * hi.max())
-            bar.update(0, label=f"sigma_min~{math.sqrt(max(lo.min(), 0.0)):.6g}")
-            if (ok and agree) or exhausted:
-                break
-            q_prev, q = q, v / np.where(beta > 0, beta, 1.0).reshape(bshape)
-            beta_prev = beta
-        else:  # pragma: no cover - loop always breaks at m == max_iter
-            pass
-    if not (ok and agree) and not exhausted:
-        raise RuntimeError(
-            f"Lanczos did not reach tol={tol:g} in max_iter={max_iter} steps (smallest Ritz "
-            f"values {lo}, largest {hi}); increase max_iter or tol"
-        )
+    lo, hi = lanczos_extremes(G, shape, tol=tol, max_iter=max_iter, rng=check_rng(rng),
+                              progress=progress, n_starts=n_starts,
+                              nonzero_rtol=nonzero_rtol, top_only=top_only)
     return math.sqrt(max(float(lo.min()), 0.0)), math.sqrt(float(hi.max()))
 
 
@@ -325,8 +264,6 @@ def _lobpcg(W: Any, tol: float, max_iter: int | None, rng: Any, progress: bool |
     """``(sigma_lo, sigma_hi)`` of a zero-padded stride-1 ConvOperator: the smallest by
     preconditioned LOBPCG, the largest by Lanczos, both on the frequency-domain Gram
     operator of :mod:`modelcs.frames._valid_gram` (``nan`` for an end not wanted)."""
-    from ._valid_gram import ValidGram, lobpcg_smallest, shift_estimate
-
     gen = check_rng(rng)
     vg = ValidGram(W)
     lo = hi = math.nan
@@ -503,40 +440,40 @@ def singular_values(
             f"{W.shape[1]} operator (not circular and too large for a dense SVD, so only the "
             "k extreme singular values are computed); pass k, or method='dense'"
         )
-    if method in ("lanczos", "sparse"):
+    if method in ("lanczos", "sparse", "lobpcg"):  # one value at each end
         if k != 1:
             raise ValueError(
                 f"method='{method}' computes one value at each end (k=1); got k={k}: use "
                 "method='iterative' for more"
             )
+        ltol = _lanczos_tol(tol)
         if method == "sparse":
             _check_sparse(W)
-            lo2, hi2 = sparse_frame_bounds(Ws, tol=tol if tol > 0 else 1e-14, rtol=0.0,
-                                           max_iter=max_iter, rng=rng, progress=progress)
+            lo2, hi2 = sparse_frame_bounds(Ws, tol=ltol, rtol=0.0, max_iter=max_iter,
+                                           rng=rng, progress=progress)
             lo, hi = math.sqrt(lo2 or 0.0), math.sqrt(hi2)
+        elif method == "lobpcg":
+            _check_lobpcg(W)
+            lo, hi = _lobpcg(Ws, ltol, max_iter, rng, progress,
+                             want_lo=which != "largest", want_hi=which != "smallest")
         else:
-            lo, hi = _lanczos(Ws, tol if tol > 0 else 1e-14, max_iter, rng, None, progress)
-        out = {"largest": [hi], "smallest": [lo], "both": [hi, lo]}[which]
-        return c * np.array(out)
-    if method == "lobpcg":
-        _check_lobpcg(W, k)
-        lo, hi = _lobpcg(Ws, tol if tol > 0 else 1e-14, max_iter, rng, progress,
-                         want_lo=which != "largest", want_hi=which != "smallest")
+            lo, hi = _lanczos(Ws, ltol, max_iter, rng, None, progress)
         out = {"largest": [hi], "smallest": [lo], "both": [hi, lo]}[which]
         return c * np.array(out)
     return c * _iterative(Ws, k, which, tol, max_iter, rng)
 
 
-def _check_lobpcg(W: Any, k: int | None) -> None:
-    from ._valid_gram import lobpcg_ok
+def _lanczos_tol(tol: float) -> float:
+    """The tolerance of the Lanczos-type methods: ``tol = 0`` means the rounding level."""
+    return tol if tol > 0 else 1e-14
 
+
+def _check_lobpcg(W: Any) -> None:
     if not lobpcg_ok(W):
         raise ValueError(
             "method='lobpcg' needs a ConvOperator with zero padding ('valid', 'same' or "
             f"integer widths), stride 1 and groups=1, with NumPy filters; got {W!r}"
         )
-    if k not in (None, 1):
-        raise ValueError(f"method='lobpcg' computes one value at each end (k=1); got k={k}")
 
 
 def _auto_method(W: Any, k: int | None) -> str:
@@ -558,8 +495,6 @@ LOBPCG_MIN_CHANNELS = 64
 
 
 def _lobpcg_preferred(W: Any) -> bool:
-    from ._valid_gram import lobpcg_ok
-
     return lobpcg_ok(W) and min(W.filters.shape[:2]) >= LOBPCG_MIN_CHANNELS
 
 
@@ -646,32 +581,32 @@ def frame_bounds(
     if c == 0:
         raise ValueError(_ZERO_MSG)
     base = max(W.shape) * float(np.finfo(np.float64).eps)
+    ltol = _lanczos_tol(tol)
+    # the rank rule of the Lanczos-type methods (see ``rtol``)
+    r_lz = max(base, 1e-6) if rtol is None else rtol
     if method == "lanczos":
-        r = max(base, 1e-6) if rtol is None else rtol
-        lo, hi = _lanczos(Ws, tol if tol > 0 else 1e-14, max_iter, rng, r, progress)
+        lo, hi = _lanczos(Ws, ltol, max_iter, rng, r_lz, progress)
         return _squared_bounds(lo, hi, c)
     if method == "sparse":
         _check_sparse(W)
-        r = max(base, 1e-6) if rtol is None else rtol
         try:
-            lo2, hi2 = sparse_frame_bounds(Ws, tol=tol if tol > 0 else 1e-14, rtol=r,
-                                           max_iter=max_iter, rng=rng, progress=progress)
+            lo2, hi2 = sparse_frame_bounds(Ws, tol=ltol, rtol=r_lz, max_iter=max_iter,
+                                           rng=rng, progress=progress)
         except ValueError as e:
             if "every eigenvalue" in str(e):
                 raise ValueError(_ZERO_MSG) from None
             raise
         if lo2 is None:  # a null space: the smallest nonzero eigenvalue by plain Lanczos
-            lo, _ = _lanczos(Ws, tol if tol > 0 else 1e-14, max_iter, rng, r, progress)
+            lo, _ = _lanczos(Ws, ltol, max_iter, rng, r_lz, progress)
             lo2 = lo * lo
         return _squared_bounds(math.sqrt(lo2), math.sqrt(hi2), c)
     if method == "lobpcg":
-        _check_lobpcg(W, 1)
-        r = max(base, 1e-6) if rtol is None else rtol
-        lo, hi = _lobpcg(Ws, tol if tol > 0 else 1e-14, max_iter, rng, progress)
-        if lo > r * hi:
+        _check_lobpcg(W)
+        lo, hi = _lobpcg(Ws, ltol, max_iter, rng, progress)
+        if lo > r_lz * hi:
             return _squared_bounds(lo, hi, c)
         # the smaller Gram operator is singular: its smallest eigenvalue is not the bound
-        lo, hi = _lanczos(Ws, tol if tol > 0 else 1e-14, max_iter, rng, r, progress)
+        lo, hi = _lanczos(Ws, ltol, max_iter, rng, r_lz, progress)
         return _squared_bounds(lo, hi, c)
     if method == "iterative":
         r = max(base, 10.0 * math.sqrt(tol)) if rtol is None else rtol
