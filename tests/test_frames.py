@@ -624,6 +624,73 @@ def test_lobpcg_equals_dense_singular_values(K, M, l, D, pad, dtype, iterate, mo
     assert abs(lo - dlo) <= max(1e-8 * dlo, 1e-12 * dhi) and abs(hi - dhi) <= 1e-8 * dhi
 
 
+@pytest.mark.parametrize("grid, inner", [
+    ((15, 15), ((0, 13), (0, 13))), ((8, 7), ((1, 7), (2, 6))), ((12,), ((0, 10),)),
+    ((9,), ((3, 9),)), ((6, 10), ((0, 6), (0, 10)))])
+def test_support_dft_equals_numpy_fft(grid, inner):
+    """The real DFT by matrix products against rfftn/irfftn with zero padding and crop
+    (odd and even grids: the Nyquist bin counts once)."""
+    from modelcs.frames._valid_gram import _SupportDFT
+
+    rng = np.random.default_rng(0)
+    sl = tuple(slice(a, b) for a, b in inner)
+    sub = tuple(b - a for a, b in inner)
+    U = rng.standard_normal((3, 2, *sub))
+    T = _SupportDFT(grid, sl)
+    Z = np.zeros((3, 2, *grid))
+    Z[(slice(None), slice(None), *sl)] = U
+    axes = tuple(range(2, 2 + len(grid)))
+    ref = np.fft.rfftn(Z, axes=axes).reshape(3, 2, -1).transpose(2, 1, 0)
+    np.testing.assert_allclose(T.forward(U), ref, atol=1e-12)
+    np.testing.assert_allclose(T.forward(U, np.float32), ref, atol=1e-5)
+    Yf = rng.standard_normal(ref.shape) + 1j * rng.standard_normal(ref.shape)
+    half = (*grid[:-1], grid[-1] // 2 + 1)
+    full = np.fft.irfftn(Yf.transpose(2, 1, 0).reshape(3, 2, *half), s=grid, axes=axes)
+    np.testing.assert_allclose(T.inverse(Yf), full[(slice(None), slice(None), *sl)],
+                               atol=1e-12)
+    assert T.inverse(Yf.astype(np.complex64)).dtype == np.float64
+
+
+@pytest.mark.parametrize("l, grid", [((3, 3), (15, 15)), ((2, 3), (8, 7)), ((4,), (12,)),
+                                     ((3,), (9,))])
+@pytest.mark.parametrize("output_side", [True, False])
+def test_gram_blocks_equal_products_of_responses(l, grid, output_side):
+    from modelcs.frames._valid_gram import _gram_blocks, _responses
+
+    w = np.random.default_rng(1).standard_normal((5, 3, *l))
+    H = _responses(w, grid)
+    Hc = np.conj(H.transpose(0, 2, 1))
+    ref = H @ Hc if output_side else Hc @ H
+    np.testing.assert_allclose(_gram_blocks(w, grid, output_side), ref, atol=1e-12)
+    assert _gram_blocks(w, grid, output_side, np.complex64).dtype == np.complex64
+
+
+@pytest.mark.parametrize("noise", [1e-7, 1e-5, 1e-2])
+def test_lobpcg_single_precision_phase_cannot_spoil_the_result(noise, monkeypatch):
+    """The cheaper operator of the first phase may be as poor as it likes: the run goes on
+    with the exact one (residual near the measured error, a Ritz value that rises, or no
+    progress) and stops on the exact operator's bound."""
+    import modelcs.frames._valid_gram as valid_gram
+    from modelcs.frames._valid_gram import ValidGram, lobpcg_smallest
+
+    monkeypatch.setattr(valid_gram, "DENSE_MAX", 0)
+    W = ConvOperator.random(4, 6, (3, 3), (12, 12), rng=3)
+    vg = ValidGram(W)
+    A = dense(W)
+    ev = np.linalg.eigvalsh(A @ A.T if vg.output_side else A.T @ A)
+    rng = np.random.default_rng(0)
+
+    def rough(U):
+        out = vg.apply(U)
+        return out + noise * rng.standard_normal(out.shape)
+
+    th, bound, it = lobpcg_smallest(vg.apply, vg.shape, vg.preconditioner, 2 * ev[0],
+                                    tol=1e-10, max_iter=3000, rng=np.random.default_rng(1),
+                                    progress=False, gram_single=rough)
+    assert bound <= 1e-10 * th and it > 0
+    assert abs(th - ev[0]) <= 1e-9 * ev[0]
+
+
 def test_lobpcg_singular_gram_and_bad_operators():
     # 5 x 7 x 7 outputs from 3 x 9 x 9 inputs: the input-side Gram (243) has a null space
     W = ConvOperator.random(5, 3, (3, 3), (9, 9), rng=0)
