@@ -91,6 +91,27 @@ def get_array_module(*arrays: Any) -> ModuleType:
     return np
 
 
+def unravel_index(indices: Any, shape: Any) -> tuple[Any, ...]:
+    """``xp.unravel_index`` computed on the flattened indices, then reshaped.
+
+    NumPy 2.4's ``unravel_index`` returns wrong coordinates past the 8192nd index for
+    index arrays with a trailing size-1 axis (``(N, 1)``, ``(1, N, 1, 1)``; its buffered
+    iterator); flat input is unaffected.  Every call in modelcs goes through here.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> idx = np.arange(20000).reshape(-1, 1)
+    >>> r, c = unravel_index(idx, (100, 200))
+    >>> bool((r == idx // 200).all() and (c == idx % 200).all()), r.shape
+    (True, (20000, 1))
+    """
+    xp = get_array_module(indices)
+    arr = xp.asarray(indices)
+    flat = xp.unravel_index(arr.reshape(-1), tuple(shape))
+    return tuple(a.reshape(arr.shape) for a in flat)
+
+
 def to_numpy(a: Any) -> np.ndarray:
     """Copy ``a`` to host memory as a NumPy array (no copy for NumPy input)."""
     if is_cupy_array(a):

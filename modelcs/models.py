@@ -61,7 +61,7 @@ from typing import Any
 
 import numpy as np
 
-from ._backend import get_array_module
+from ._backend import get_array_module, unravel_index
 from ._memory import check_elements
 from ._validation import (
     as_int_tuple,
@@ -683,7 +683,7 @@ class ModelSparse(SparsityModel):
             r = tuple(-(-ni // pi) for ni, pi in zip(spatial, p, strict=True))
             U = math.prod(r)
             filt, reg = np.divmod(units, U)
-            rc = np.unravel_index(reg, r)
+            rc = unravel_index(reg, r)
             coord = []
             for i, (ni, pi) in enumerate(zip(spatial, p, strict=True)):
                 start = rc[i] * pi

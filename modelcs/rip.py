@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ._backend import get_array_module, to_numpy
+from ._backend import get_array_module, to_numpy, unravel_index
 from ._memory import check_elements
 from ._validation import check_choice, check_positive_int, check_rng
 from .models import SparsityModel
@@ -226,7 +226,7 @@ def _conv_columns(op: ConvOperator, atoms: np.ndarray) -> np.ndarray:
     g = op.groups
     n, l, t = op.output_spatial, op.kernel_size, op.stride
     kk, pos = np.divmod(atoms, math.prod(n))
-    pidx = np.unravel_index(pos, n)
+    pidx = unravel_index(pos, n)
     A, d = atoms.size, len(n)
     xpad = np.zeros((A, op.n_channels_in, *op.padded_shape))
     ex = (slice(None),) + (None,) * (d + 1)

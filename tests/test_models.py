@@ -361,3 +361,24 @@ def test_public_seams_match_the_checked_projection(rng):
         np.testing.assert_array_equal(m.project_batch(z), m.project(z, batched=True))
         s = m.support_sum(z, 2)
         assert s.dtype == bool and s.shape == z.shape
+
+
+def test_pooled_samples_past_8192_codes_with_one_unit_each():
+    """k=1 with pooling regions and more than 8192 codes: NumPy 2.4's ``unravel_index``
+    put every code after the 8192nd in the same region (its (n, 1) unit array)."""
+    from modelcs.models import ModelSparse
+
+    z = ModelSparse(1, pool=(2, 2)).sample((3, 8, 8), 9000, rng=0)
+    late = np.argwhere(z[8192:] != 0)
+    assert len(late) == 808
+    assert len(np.unique(late[:, 2] // 2)) == 4 and len(np.unique(late[:, 3] // 2)) == 4
+
+
+def test_unravel_index_with_trailing_unit_axes():
+    from modelcs._backend import unravel_index
+
+    idx = np.arange(20000).reshape(1, -1, 1, 1)
+    r, c = unravel_index(idx, (100, 200))
+    assert r.shape == idx.shape
+    np.testing.assert_array_equal(r, idx // 200)
+    np.testing.assert_array_equal(c, idx % 200)

@@ -232,3 +232,15 @@ def test_unsupported_layer_named_and_refused():
     with pytest.raises(TypeError, match="parameter 'source'"):
         network(42)
     assert isinstance(net, Network)
+
+
+def test_maxpool_switches_past_8192_windows_with_one_output_pixel():
+    """One output pixel per channel and more than 8192 channels x batch: NumPy 2.4's
+    ``unravel_index`` got such switch offsets wrong (trailing size-1 axes)."""
+    from modelcs.adapters.network import maxpool
+
+    x = np.random.default_rng(0).standard_normal((20, 512, 2, 2))
+    pooled, sw = maxpool(x, 2)
+    flat = x.reshape(20, 512, 4)
+    np.testing.assert_array_equal(sw[..., 0, 0], flat.argmax(axis=-1))
+    np.testing.assert_array_equal(pooled[..., 0, 0], flat.max(axis=-1))

@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from .._backend import unravel_index
 from .._validation import as_int_tuple, check_choice
 from ._layer import ConvLayer, missing_extra
 
@@ -258,7 +259,7 @@ def _maxpool(layer: NetLayer, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     flat = win.reshape(*win.shape[: 2 + d], -1)
     arg = np.argmax(flat, axis=-1)
     pooled = np.take_along_axis(flat, arg[..., None], axis=-1)[..., 0]
-    offs = np.unravel_index(arg, k)
+    offs = unravel_index(arg, k)
     pos = []
     for a in range(d):
         start = (np.arange(n[a]) * s[a] - pads[a][0]).reshape((-1,) + (1,) * (d - 1 - a))

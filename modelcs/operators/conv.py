@@ -39,7 +39,14 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import from_torch, get_array_module, has_module, is_torch_tensor, to_numpy
+from .._backend import (
+    from_torch,
+    get_array_module,
+    has_module,
+    is_torch_tensor,
+    to_numpy,
+    unravel_index,
+)
 from .._memory import check_allocation, check_elements
 from .._padding import parse_padding as _parse_padding  # the one padding parser
 from .._validation import as_int_tuple, check_choice, check_finite, check_positive_int, check_rng
@@ -667,7 +674,7 @@ class ConvOperator(LinearOperator):
         # flat indices of a boolean mask, then unravel: ~10x faster than nonzero() on a
         # float N-d array (13 ms -> 1.3 ms for 1000 codes of 96x28)
         flat_nz = xp.flatnonzero(z.reshape(-1) != 0)
-        nz = xp.unravel_index(flat_nz, z.shape)
+        nz = unravel_index(flat_nz, z.shape)
         base = nz[0] * (M * nDp) + (nz[1] // Kg) * (Mg * nDp)
         for a in range(d):
             base = base + nz[2 + a] * (t[a] * sd[a])
@@ -795,11 +802,10 @@ class ConvOperator(LinearOperator):
         p = np.arange(N).reshape(1, N, 1, 1)
         mg = np.arange(Mg).reshape(1, 1, Mg, 1)
         j = np.arange(L).reshape(1, 1, 1, L)
-        # unravel flat ranges, then reshape: NumPy 2.4 ``unravel_index`` returns wrong
-        # coordinates past index 8192 for inputs shaped like ``(1, N, 1, 1)`` (its buffered
-        # iterator), which made rows 8193+ of a 224x224 MobileNet layer wrong
-        pm = tuple(a.reshape(p.shape) for a in np.unravel_index(np.arange(N), n))
-        jm = tuple(a.reshape(j.shape) for a in np.unravel_index(np.arange(L), l))
+        # (_backend.unravel_index: NumPy 2.4's own made rows 8193+ of a 224x224 MobileNet
+        # layer wrong when called on indices shaped like ``p``)
+        pm = unravel_index(p, n)
+        jm = unravel_index(j, l)
         valid = np.ones((1, N, 1, L), dtype=bool)
         flat_pos = np.zeros((1, N, 1, L), dtype=np.int64)
         for a in range(d):
