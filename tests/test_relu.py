@@ -514,7 +514,7 @@ def test_linearize_matches_torch_autograd(rng):
     res = linearize([(W1, b1), (W2, b2)], x, keep_matrices=True, relu_last=False)
 
     def f(t):
-        h = torch.nn.functional.conv1d(t[None], torch.from_numpy(W1.filters), stride=2)[0]
+        h = torch.nn.functional.conv1d(t[None], torch.from_numpy(W1.filters.copy()), stride=2)[0]
         h = torch.relu(h + torch.from_numpy(b1)[:, None]).reshape(-1)
         return torch.from_numpy(W2) @ h + torch.from_numpy(b2)
 
