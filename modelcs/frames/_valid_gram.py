@@ -355,13 +355,18 @@ def _hermitian_inverse(A: np.ndarray) -> np.ndarray:
     return out
 
 
+def _orth_coeffs(V: np.ndarray) -> np.ndarray:
+    """The map ``C`` whose ``Q = C^T V`` has orthonormal rows spanning those of ``V``
+    ``(q, N)``; directions below ``1e-10`` relative are dropped."""
+    ev, U = np.linalg.eigh(V @ V.T)
+    keep = ev > 1e-10 * max(float(ev.max()), 1e-300)
+    return U[:, keep] / np.sqrt(ev[keep])  # type: ignore[no-any-return]
+
+
 def _orth(V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Orthonormal basis (rows) of the rows of ``V`` (q, N) and the map ``C`` with
-    ``Q = C^T V``; directions below ``1e-10`` relative are dropped."""
-    Gm = V @ V.T
-    ev, U = np.linalg.eigh(Gm)
-    keep = ev > 1e-10 * max(float(ev.max()), 1e-300)
-    Cm = U[:, keep] / np.sqrt(ev[keep])
+    ``Q = C^T V`` (:func:`_orth_coeffs`)."""
+    Cm = _orth_coeffs(V)
     return Cm.T @ V, Cm
 
 
@@ -461,17 +466,19 @@ def lobpcg_smallest(
                 c = P @ X.T
                 V = np.concatenate([Wd, P - c @ X])
                 AV = np.concatenate([A(Wd), AP - c @ AX])
-            Cz: np.ndarray
-            Z, Cz = _orth(V)
-            AZ = Cz.T @ AV
-            S = np.concatenate([X, Z])
-            AS = np.concatenate([AX, AZ])
-            Hm = S @ AS.T
+            # Rayleigh-Ritz on span[X, Z], Z = Cz^T V orthonormal, in coefficients: the
+            # blocks of [X; Z] A [X; Z]^T from products of X, V and their images, so that
+            # Z, A Z and the stacked bases are never formed (~4 ms a step at VGG size)
+            Cz = _orth_coeffs(V)
+            h12 = (X @ AV.T) @ Cz
+            h22 = Cz.T @ (V @ AV.T) @ Cz
+            Hm = np.block([[X @ AX.T, h12], [h12.T, h22]])
             th_all, Yall = np.linalg.eigh((Hm + Hm.T) / 2)
             Yb = Yall[:, :b]
             th = th_all[:b]
-            P = Yb[b:].T @ Z
-            AP = Yb[b:].T @ AZ
+            Cp = Cz @ Yb[b:]
+            P = Cp.T @ V
+            AP = Cp.T @ AV
             X = Yb[:b].T @ X + P
             AX = Yb[:b].T @ AX + AP
     return float(th[0]), bound, it
