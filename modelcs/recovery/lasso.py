@@ -589,7 +589,7 @@ def _dot(a: Any, b: Any, nb: int) -> Any:
     if a.dtype != np.float64:
         return (a * b).reshape(nb, -1).sum(axis=1, dtype=np.float64)
     if nb == 1:  # one BLAS dot: the cheapest call for a single signal
-        return xp.reshape(xp.dot(a.reshape(-1), b.reshape(-1)), (1,))
+        return xp.dot(a.reshape(-1), b.reshape(-1)).reshape(1)
     return xp.einsum("ij,ij->i", a.reshape(nb, -1), b.reshape(nb, -1))
 
 
