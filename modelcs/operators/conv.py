@@ -485,18 +485,18 @@ class ConvOperator(LinearOperator):
         xp = get_array_module(x)
         # the choice depends on the call only through these (a solver's loop asks ~2x per
         # iteration with the same ones: ~15 us each at the paper's 1-D size, now a lookup)
-        key = ("engine", policy, xp.__name__, x.dtype.str,
-               int(x.shape[0]) if x.ndim == len(self.in_shape) + 1 else 1)
+        B = int(x.shape[0]) if x.ndim == len(self.in_shape) + 1 else 1
+        key = ("engine", policy, xp.__name__, x.dtype.str, B)
         eng = self._cache.get(key)
         if eng is None:
-            eng = self._numpy_engine(x)
+            eng = self._numpy_engine(B)
             if policy != "numpy" and xp is np and has_module("torch"):
-                if policy == "torch" or self._torch_preferred(x):
+                if policy == "torch" or self._torch_preferred(B, x.dtype, eng):
                     eng = "torch"
             self._cache[key] = eng
         return str(eng)
 
-    def _numpy_engine(self, x: Any) -> str:
+    def _numpy_engine(self, B: int) -> str:
         """GEMM or FFT by operation count (the NumPy/CuPy engines)."""
         if any(s != 1 for s in self.stride):
             return "gemm"
@@ -513,22 +513,21 @@ class ConvOperator(LinearOperator):
         # bank in float64) are streamed once per call: below a batch of 8 that memory
         # traffic, not arithmetic, sets the time (measured 5-8x slower than GEMM at B=1
         # on the VGG conv5_2 size), so small batches are charged as if they were 8.
-        B = int(x.shape[0]) if x.ndim == len(self.in_shape) + 1 else 1
         freq = 8.0 * F * 3.0 * max(B, 8) / max(B, 1)
         return "fft" if freq < direct else "gemm"
 
-    def _torch_preferred(self, x: Any) -> bool:
-        """``"auto"``'s rule for sending NumPy data to PyTorch (constants and the sweep
-        they come from: :mod:`modelcs.operators.policy`)."""
-        B = int(x.shape[0]) if x.ndim == len(self.in_shape) + 1 else 1
+    def _torch_preferred(self, B: int, dtype: Any, numpy_engine: str) -> bool:
+        """``"auto"``'s rule for sending a NumPy batch of ``B`` items in ``dtype`` to
+        PyTorch instead of ``numpy_engine`` (constants and the sweep they come from:
+        :mod:`modelcs.operators.policy`)."""
         K, Mg = self._filters.shape[:2]
-        if x.dtype == np.float32:
+        if dtype == np.float32:
             # oneDNN's float32 convolution is 2-6x faster than NumPy's BLAS from small
             # layers up, except on few input channels (3-channel images: 1.3-1.8x slower)
             # and on tiny calls, where its per-call overhead loses
             macs = B * K * Mg * math.prod(self.kernel_size) * math.prod(self.output_spatial)
             return Mg >= TORCH_MIN_CHANNELS_F32 and macs >= TORCH_MIN_FLOPS
-        if x.dtype == np.float64 and self.ndim_spatial == 2:
+        if dtype == np.float64 and self.ndim_spatial == 2:
             # float64 2-D: PyTorch's native kernels win up to moderate channel counts and
             # image sizes (its transposed convolution loses on large images); the NumPy
             # FFT engine where its operation count says so, GEMM on wide layers
@@ -537,7 +536,7 @@ class ConvOperator(LinearOperator):
             if (K * Mg > TORCH_MAX_CHANNELS_F64
                     or math.prod(self.output_spatial) > TORCH_MAX_PIXELS_F64):
                 return False
-            return self._numpy_engine(x) != "fft"
+            return numpy_engine != "fft"
         return False
 
     # ------------------------------------------------------------ pad / unpad
