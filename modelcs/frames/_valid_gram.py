@@ -107,12 +107,8 @@ class ValidGram:
         self.K, self.M = K, M
         self.output_side = math.prod(W.out_shape) <= math.prod(W.in_shape)
         self.shape = tuple(W.out_shape) if self.output_side else tuple(W.in_shape)
-        self.axes = tuple(range(2, 2 + self.d))
-        F = math.prod(self.Dp[:-1]) * (self.Dp[-1] // 2 + 1)
-        check_elements(f"the {K}x{M} frequency responses of W at {F} frequencies",
-                       F * K * M, np.complex128, copies=2)
+        F = math.prod(_half_shape(self.Dp))
         self.w = w
-        self.F = F
         self.no_pad = all(p == (0, 0) for p in self.pads)
         self.G: np.ndarray | None = None
         self.H: np.ndarray | None = None
@@ -123,6 +119,8 @@ class ValidGram:
                            np.complex128, copies=2)
             self.G = _gram_blocks(w, self.Dp, output_side=True)
         else:
+            check_elements(f"the {K}x{M} frequency responses of W at {F} frequencies",
+                           F * K * M, np.complex128, copies=2)
             self.H = _responses(w, self.Dp)                       # (F, K, M)
 
     # ------------------------------------------------------------ grids and FFTs
@@ -188,7 +186,7 @@ class ValidGram:
         the set-up dearer (72 s against 68 s at 512 channels, measured before the
         single-precision phase), so ``0`` is the default."""
         grid = tuple(D + extend for D in self.Dp)
-        F = math.prod(grid[:-1]) * (grid[-1] // 2 + 1)
+        F = math.prod(_half_shape(grid))
         C = self.K if self.output_side else self.M
         check_elements(f"the {C}x{C} preconditioner blocks at {F} frequencies",
                        F * C * C, np.complex64, copies=3)
@@ -235,6 +233,17 @@ def shift_estimate(gram: Any, shape: tuple[int, ...], rng: np.random.Generator,
     return float(max(th[0], 1e-12 * th[-1])), float(th[-1])
 
 
+def _half_shape(grid: tuple[int, ...]) -> tuple[int, ...]:
+    """Shape of the ``rfftn`` half spectrum of ``grid``."""
+    return (*grid[:-1], grid[-1] // 2 + 1)
+
+
+def _half_frequencies(grid: tuple[int, ...]) -> np.ndarray:
+    """Integer frequency of every bin of the ``rfftn`` half spectrum of ``grid``, as
+    ``(d, F)`` in C order."""
+    return np.indices(_half_shape(grid)).reshape(len(grid), -1)
+
+
 def _responses(w: np.ndarray, grid: tuple[int, ...], dtype: Any = np.complex128,
                ) -> np.ndarray:
     """``H(f)[k, m] = conj(w_hat[k, m, f]) = sum_j w[k, m, j] exp(+2 pi i f.j / grid)`` on
@@ -243,8 +252,7 @@ def _responses(w: np.ndarray, grid: tuple[int, ...], dtype: Any = np.complex128,
     product over the ``L`` filter taps (an FFT per filter pair costs more at 3x3 taps)."""
     K, M = w.shape[:2]
     d = w.ndim - 2
-    half = (*grid[:-1], grid[-1] // 2 + 1)
-    fr = np.indices(half).reshape(d, -1)                      # (d, F)
+    fr = _half_frequencies(grid)                              # (d, F)
     taps = np.indices(w.shape[2:]).reshape(d, -1)             # (d, L)
     phase = sum(np.outer(fr[a], taps[a]) / grid[a] for a in range(d))
     E = np.exp(2j * np.pi * phase).astype(dtype)              # (F, L)
@@ -281,8 +289,7 @@ def _gram_blocks(w: np.ndarray, grid: tuple[int, ...], output_side: bool,
         for jp in range(L):
             delta = int(((taps[:, j] - taps[:, jp] + ext) * strides).sum())
             R[delta] += Bp[j, :, jp, :].reshape(-1)
-    half = (*grid[:-1], grid[-1] // 2 + 1)
-    fr = np.indices(half).reshape(d, -1)                          # (d, F)
+    fr = _half_frequencies(grid)                                  # (d, F)
     sign = 1.0 if output_side else -1.0
     phase = sign * 2 * np.pi * sum(np.outer(fr[a], offsets[a]) / grid[a] for a in range(d))
     out = np.empty((fr.shape[1], C, C), dtype=dtype)
@@ -306,8 +313,7 @@ class _SupportDFT:
 
     def __init__(self, grid: tuple[int, ...], inner: tuple[slice, ...]) -> None:
         d = len(grid)
-        half = (*grid[:-1], grid[-1] // 2 + 1)
-        fr = np.indices(half).reshape(d, -1)                      # (d, F)
+        fr = _half_frequencies(grid)                              # (d, F)
         sub = tuple(int(sl.stop - sl.start) for sl in inner)
         pos = np.indices(sub).reshape(d, -1) + np.array([sl.start for sl in inner])[:, None]
         phase = 2 * np.pi * sum(np.outer(pos[a], fr[a]) / grid[a] for a in range(d))
