@@ -712,6 +712,9 @@ def test_lobpcg_singular_gram_and_bad_operators():
             singular_values(bad, k=1, method="lobpcg")
     with pytest.raises(ValueError, match="k=1"):
         singular_values(ConvOperator.random(3, 2, 3, 12, rng=0), k=2, method="lobpcg")
+    for m in ("lobpcg", "fft"):  # a matrix is named by type and shape, not printed
+        with pytest.raises(ValueError, match=r"got ndarray of shape \(30, 50\)$"):
+            singular_values(np.ones((30, 50)), k=1, method=m)
 
 
 @pytest.mark.skipif(not os.environ.get("MODELCS_SLOW"), reason="VGG size: set MODELCS_SLOW=1")

@@ -427,9 +427,7 @@ def singular_values(
         if not _fft_ok(W):
             raise ValueError(
                 f"method='{method}' needs a ConvOperator with padding='circular' and a stride "
-                f"dividing the input size; got {W!r}"
-                + (f" with padding={W.padding!r}, stride={W.stride}"
-                   if isinstance(W, ConvOperator) else "")
+                f"dividing the input size; got {_described(W)}"
             )
         return c * _select(_fft_singular_values(Ws, gram=method == "fft-gram"), k, which)
     if method == "dense":
@@ -473,8 +471,17 @@ def _check_lobpcg(W: Any) -> None:
     if not lobpcg_ok(W):
         raise ValueError(
             "method='lobpcg' needs a ConvOperator with zero padding ('valid', 'same' or "
-            f"integer widths), stride 1 and groups=1, with NumPy filters; got {W!r}"
+            f"integer widths), stride 1 and groups=1, with NumPy filters; got {_described(W)}"
         )
+
+
+def _described(W: Any) -> str:
+    """``W`` for an error message: a ConvOperator with the settings the methods need, any
+    other operator or array by its type and shape (not its entries)."""
+    if isinstance(W, ConvOperator):
+        return (f"{W!r} with padding={W.padding!r}, stride={W.stride}, groups={W.groups}, "
+                f"{type(W.filters).__module__.split('.')[0]} filters")
+    return f"{type(W).__name__} of shape {tuple(getattr(W, 'shape', ()))}"
 
 
 def _auto_method(W: Any, k: int | None) -> str:
