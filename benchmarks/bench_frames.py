@@ -19,10 +19,15 @@ Prints one table (best of ``--repeats`` runs; the VGG-size rows run once unless 
   3x24x24 by the sparse route and plain Lanczos against dense eigenvalues, on 3x64x64 and
   3x224x224 by ``'auto'`` (the sparse route); the CReLU + 2x2 max-pool pseudoinverse
   (Algorithm 2) of a natural image from float32 data (``'auto'``: the sparse direct
-  route); ``--old-routes`` adds plain Lanczos and LSQR on the full sizes for the ratio.
+  route); ``--old-routes`` adds plain Lanczos and LSQR on the full sizes for the ratio;
+* with ``--same``: zero-padded ``'same'`` layers, where ``'auto'`` takes the banded
+  Cholesky route (``method='banded'``): the smallest singular value of a 64 -> 64
+  channel 3x3 layer on 24x24 (smallest Gram eigenvalue ~1e-13 of the largest; LOBPCG,
+  the earlier ``'auto'``, does not converge), frame bounds of a 64 -> 96 channel one
+  against LOBPCG, and both against dense SVDs at reduced sizes.
 
 Run:  python benchmarks/bench_frames.py [--repeats N] [--small] [--valid-smallest [--arpack]]
-      [--old-routes]
+      [--old-routes] [--same]
 """
 
 from __future__ import annotations
@@ -137,6 +142,46 @@ def mobilenet_rows(old_routes: bool = False) -> list[tuple[str, float, str]]:
     return rows
 
 
+def same_rows() -> list[tuple[str, float, str]]:
+    """``'same'`` layers: the banded route of ``'auto'`` against LOBPCG and dense SVDs."""
+    rows: list[tuple[str, float, str]] = []
+    Wsq = ConvOperator.random(64, 64, (3, 3), (24, 24), padding="same", rng=2)
+    t_b, sb = best_of(lambda: singular_values(Wsq, k=1, which="both", rng=0,
+                                              progress=False), 1)
+    rows.append(("same 64->64x3x3 on 24x24 (36,864^2): extremes, 'auto' (banded)", t_b,
+                 f"min {sb[1]:.10e}, max {sb[0]:.10f}, "
+                 f"lambda_min / lambda_max = {(sb[1] / sb[0]) ** 2:.1e}"))
+    t_l = time.perf_counter()
+    try:
+        sl = singular_values(Wsq, k=1, which="smallest", method="lobpcg", rng=0,
+                             max_iter=2000, progress=False)
+        res = f"{sl[0]:.10e}"
+    except RuntimeError as e:
+        res = "not converged: " + str(e).split("(")[1].split(")")[0]
+    rows.append(("  smallest, method='lobpcg' (the 'auto' route before), 2,000 steps",
+                 time.perf_counter() - t_l, res))
+    Wt = ConvOperator.random(96, 64, (3, 3), (24, 24), padding="same", rng=2)
+    t_fb, (lo, hi) = best_of(lambda: frame_bounds(Wt, rng=0, progress=False), 1)
+    rows.append(("same 64->96x3x3 on 24x24: frame bounds, 'auto' (banded)", t_fb,
+                 f"({lo:.12f}, {hi:.12f})"))
+    t_fl, (lo2, hi2) = best_of(lambda: frame_bounds(Wt, method="lobpcg", rng=0,
+                                                    progress=False), 1)
+    rows.append(("  frame bounds, method='lobpcg'", t_fl,
+                 f"rel diff lower {abs(lo2 - lo) / lo:.1e}, upper {abs(hi2 - hi) / hi:.1e}; "
+                 f"banded / lobpcg time = {t_fb / t_fl:.2f}"))
+    for K, M in ((16, 16), (32, 32), (48, 32)):   # against dense at reduced sizes
+        Wr = ConvOperator.random(K, M, (3, 3), (12, 12), padding="same", rng=2)
+        t_r, sr = best_of(lambda Wr=Wr: singular_values(Wr, k=1, method="banded", rng=0,
+                                                        progress=False), 1)
+        t_d, sd = best_of(lambda Wr=Wr: np.linalg.svd(Wr.to_dense(), compute_uv=False), 1)
+        rows.append((f"same {M}->{K}x3x3 on 12x12: extremes by 'banded'", t_r,
+                     f"rel diff of sigma^2 to dense SVD: min "
+                     f"{abs(sr[1] ** 2 - sd[-1] ** 2) / sd[-1] ** 2:.1e} (min/max "
+                     f"{(sd[-1] / sd[0]) ** 2:.0e}), max "
+                     f"{abs(sr[0] ** 2 - sd[0] ** 2) / sd[0] ** 2:.1e} (dense {t_d:.1f} s)"))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3, help="repeats for the small rows")
@@ -150,7 +195,12 @@ def main() -> None:
                     "(plain Lanczos frame bounds, LSQR pseudoinverse: about 5 min)")
     ap.add_argument("--arpack", action="store_true",
                     help="with --valid-smallest: also the old ARPACK route (18 min at 512)")
+    ap.add_argument("--same", action="store_true",
+                    help="only the 'same'-layer rows (banded route against LOBPCG and dense)")
     args = ap.parse_args()
+    if args.same:
+        _print(same_rows())
+        return
     C = 128 if args.small else 512
     engine = "torch" if has_module("torch") else "gemm"
     rows: list[tuple[str, float, str]] = []
@@ -235,6 +285,10 @@ def main() -> None:
                  f"ratio dense/fft = {t_d2 / t_f2:.0f}x, max |diff| = "
                  f"{np.abs(d2 - s2).max():.1e}"))
 
+    _print(rows)
+
+
+def _print(rows: list[tuple[str, float, str]]) -> None:
     print(f"{'task':78s} {'time [s]':>9s}  result")
     for name, t, res in rows:
         print(f"{name:78s} {t:9.3f}  {res}")

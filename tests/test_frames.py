@@ -565,15 +565,18 @@ def _geom_op(case):
 
 
 @pytest.mark.parametrize("case", GEOMETRIES, ids=[str(i) for i in range(len(GEOMETRIES))])
-@pytest.mark.parametrize("dense_max, sparse_max, lobpcg_min", [
-    (spectrum.DENSE_MAX, spectrum.SPARSE_MAX_WORK, spectrum.LOBPCG_MIN_CHANNELS),
-    (0, spectrum.SPARSE_MAX_WORK, 1),  # 'auto' -> 'sparse' (non-circular ConvOperators)
-    (0, 0, 1),                         # 'auto' -> 'lobpcg' (zero-padded, stride 1, g=1)
-    (0, 0, 10**9)])                    # 'auto' -> 'lanczos'
+@pytest.mark.parametrize("dense_max, sparse_max, banded_max, lobpcg_min", [
+    (spectrum.DENSE_MAX, spectrum.SPARSE_MAX_WORK, spectrum.BANDED_MAX_FLOPS,
+     spectrum.LOBPCG_MIN_CHANNELS),
+    (0, spectrum.SPARSE_MAX_WORK, 0, 1),  # 'auto' -> 'sparse' (non-circular ConvOperators)
+    (0, 0, math.inf, 1),                  # 'auto' -> 'banded' (zero-padded)
+    (0, 0, 0, 1),                         # 'auto' -> 'lobpcg' (zero-padded, stride 1, g=1)
+    (0, 0, 0, 10**9)])                    # 'auto' -> 'lanczos'
 def test_auto_frame_bounds_and_extremes_on_every_geometry(case, dense_max, sparse_max,
-                                                          lobpcg_min, monkeypatch):
+                                                          banded_max, lobpcg_min, monkeypatch):
     monkeypatch.setattr(spectrum, "DENSE_MAX", dense_max)
     monkeypatch.setattr(spectrum, "SPARSE_MAX_WORK", sparse_max)
+    monkeypatch.setattr(spectrum, "BANDED_MAX_FLOPS", banded_max)
     monkeypatch.setattr(spectrum, "LOBPCG_MIN_CHANNELS", lobpcg_min)
     W = _geom_op(case)
     A = dense(W)

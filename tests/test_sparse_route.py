@@ -112,6 +112,8 @@ def test_sparse_is_what_auto_picks_for_few_channels_and_not_for_many(monkeypatch
     big = ConvOperator(np.zeros((64, 64, 3, 3)), (15, 15))   # 64 x 14,400 > SPARSE_MAX_WORK
     assert spectrum._auto_method(big, 1) not in ("sparse", "dense")
     monkeypatch.setattr(spectrum, "SPARSE_MAX_WORK", 0)
+    assert spectrum._auto_method(W, 1) == "banded"
+    monkeypatch.setattr(spectrum, "BANDED_MAX_FLOPS", 0)
     assert spectrum._auto_method(W, 1) == "lanczos"
 
 

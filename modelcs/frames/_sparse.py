@@ -45,7 +45,8 @@ import numpy as np
 from .._krylov import lanczos_extremes
 from .._memory import check_elements
 
-__all__ = ["sparse_friendly", "gram_matrix", "sparse_frame_bounds", "lstsq_direct"]
+__all__ = ["sparse_friendly", "gram_matrix", "sparse_frame_bounds", "shift_invert_bounds",
+           "dense_bounds", "lstsq_direct"]
 
 #: shift of the shift-invert run, relative to ``||G||_1``
 _DELTA = 1e-12
@@ -114,13 +115,14 @@ def _rowwise(f: Any) -> Any:
     return lambda Q: np.stack([f(q) for q in Q])
 
 
-def _lanczos_top(apply: Any, N: int, *, tol: float, max_iter: int | None, rng: Any,
-                 progress: bool | None, desc: str) -> float:
+def _lanczos_top(apply: Any, shape: tuple[int, ...], *, tol: float, max_iter: int | None,
+                 rng: Any, progress: bool | None, desc: str) -> float:
     """The largest eigenvalue of a symmetric positive semi-definite operator ``apply``
-    (``(b, N) -> (b, N)``) by plain Lanczos from two random starts
+    (``(b, *shape) -> (b, *shape)``) by plain Lanczos from two random starts
     (:func:`modelcs._krylov.lanczos_extremes`; stopping rule in the module docstring)."""
+    N = math.prod(shape)
     check_elements(f"the Lanczos vectors of a {N}x{N} Gram matrix", 5 * 2 * N)
-    _, hi = lanczos_extremes(apply, (N,), tol=tol, max_iter=max_iter, rng=rng,
+    _, hi = lanczos_extremes(apply, shape, tol=tol, max_iter=max_iter, rng=rng,
                              progress=progress, top_only=True, check_every=5, floor=1e-14,
                              desc=desc)
     return float(hi.max())
@@ -138,28 +140,54 @@ def sparse_frame_bounds(W: Any, *, tol: float, rtol: float, max_iter: int | None
     module docstring) and the caller uses plain Lanczos for it.  Raises ``ValueError``
     when every eigenvalue is zero.
     """
-    from .._validation import check_rng
-
     A = W.to_sparse()
     G, _ = gram_matrix(A)
     N = G.shape[0]
     if N <= _DENSE_GRAM:
-        ev = np.linalg.eigvalsh(G.toarray())
-        hi = float(ev[-1])
-        nz = ev[ev > rtol * rtol * hi] if rtol else ev
-        if hi <= 0 or nz.size == 0:
-            raise ValueError("every eigenvalue of the Gram matrix is zero")
-        return max(float(nz[0]), 0.0), hi
-    gen = check_rng(rng)
+        return dense_bounds(np.linalg.eigvalsh(G.toarray()), rtol)
     Gr = G.tocsr()
-    hi = _lanczos_top(_rowwise(Gr.dot), N, tol=tol, max_iter=max_iter, rng=gen,
+    norm1 = float(abs(G).sum(axis=0).max())
+    return shift_invert_bounds(_rowwise(Gr.dot), (N,), lambda d: _rowwise(_factor(G, d).solve),
+                               N, norm1, tol=tol, rtol=rtol, max_iter=max_iter, rng=rng,
+                               progress=progress)
+
+
+def dense_bounds(ev: np.ndarray, rtol: float) -> tuple[float, float]:
+    """:func:`sparse_frame_bounds` from all the eigenvalues ``ev`` (ascending) of a small
+    Gram matrix."""
+    hi = float(ev[-1])
+    nz = ev[ev > rtol * rtol * hi] if rtol else ev
+    if hi <= 0 or nz.size == 0:
+        raise ValueError("every eigenvalue of the Gram matrix is zero")
+    return max(float(nz[0]), 0.0), hi
+
+
+def shift_invert_bounds(gram: Any, shape: tuple[int, ...], factor: Any, N: int,
+                        norm1: float, *, tol: float, rtol: float, max_iter: int | None,
+                        rng: Any, progress: bool | None) -> tuple[float | None, float]:
+    """:func:`sparse_frame_bounds` given the pieces of a direct route: ``gram`` applies
+    ``G`` to a batch ``(b, *shape)`` (for the largest eigenvalue), ``factor(delta)``
+    returns a solve ``(b, N) -> (G + delta I)^{-1}`` on rows, ``norm1 = ||G||_1``.  A
+    factorisation that fails (``numpy.linalg.LinAlgError``: ``G + delta I`` not
+    numerically positive definite) is retried with ``delta`` 100 and 10,000 times larger.
+    """
+    from .._validation import check_rng
+
+    gen = check_rng(rng)
+    hi = _lanczos_top(gram, shape, tol=tol, max_iter=max_iter, rng=gen,
                       progress=progress, desc="Lanczos, largest")
     if hi <= 0:
         raise ValueError("every eigenvalue of the Gram matrix is zero")
-    norm1 = float(abs(G).sum(axis=0).max())
     delta = _DELTA * norm1
-    lu = _factor(G, delta)
-    theta = _lanczos_top(_rowwise(lu.solve), N, tol=tol, max_iter=max_iter, rng=gen,
+    for attempt in range(3):
+        try:
+            solve = factor(delta)
+            break
+        except np.linalg.LinAlgError:
+            if attempt == 2:
+                raise
+            delta *= 100.0
+    theta = _lanczos_top(solve, (N,), tol=tol, max_iter=max_iter, rng=gen,
                          progress=progress, desc="Lanczos, shift-invert")
     lo = max(1.0 / theta - delta, 0.0)
     if rtol and lo <= max(rtol * rtol * hi, 100 * delta):
