@@ -76,7 +76,7 @@ def test_banded_equals_dense(case, dtype, small, monkeypatch):
     """method='banded' (through eigvalsh of the band when small, else Cholesky +
     shift-invert Lanczos) against the dense SVD, to the documented tolerance."""
     if not small:
-        monkeypatch.setattr(banded, "_DENSE_GRAM", 0)
+        monkeypatch.setattr(banded, "DENSE_GRAM", 0)
     wshape, D, t, pad, g = case
     W = ConvOperator(np.random.default_rng(3).standard_normal(wshape).astype(dtype), D,
                      stride=t, padding=pad, groups=g)
@@ -95,7 +95,7 @@ def test_banded_equals_dense(case, dtype, small, monkeypatch):
 def test_banded_on_ill_conditioned_same_layers(K, M, D, monkeypatch):
     """Square-ish 'same' layers, whose smallest eigenvalue is ~1e-8 of the largest (where
     the circular preconditioner of 'lobpcg' is poor), against dense eigenvalues."""
-    monkeypatch.setattr(banded, "_DENSE_GRAM", 0)
+    monkeypatch.setattr(banded, "DENSE_GRAM", 0)
     lens = (3,) * len(D)
     W = ConvOperator.random(K, M, lens, D, padding="same", rng=2)
     A = dense(W)

@@ -45,9 +45,9 @@ from ._sparse import dense_bounds, shift_invert_bounds
 __all__ = ["band_ok", "band_cost", "band_fits", "BandGram", "banded_frame_bounds"]
 
 #: below this order the eigenvalues come from a dense ``eigvalsh`` of the band matrix
-_DENSE_GRAM = 200
+DENSE_GRAM = 200
 #: ... through a dense SVD of ``W`` when ``W`` has at most this many entries
-_DENSE_ENTRIES = 4_000_000
+DENSE_ENTRIES = 4_000_000
 
 
 def band_ok(W: Any) -> bool:
@@ -111,13 +111,13 @@ def banded_frame_bounds(W: ConvOperator, gram: tuple[Any, tuple[int, ...]], *, t
     matrix, the caller takes plain Lanczos).  ``gram``: ``(apply, shape)`` of the Gram
     operator, for the largest eigenvalue."""
     N, _, _ = band_cost(W)
-    if N <= _DENSE_GRAM and math.prod(W.shape) <= _DENSE_ENTRIES:
+    if N <= DENSE_GRAM and math.prod(W.shape) <= DENSE_ENTRIES:
         # small: the singular values of W itself (accurate to eps * sigma_max, where the
         # Gram matrix's eigenvalues are accurate to eps * sigma_max^2)
         s = np.linalg.svd(np.asarray(W.astype(np.float64).to_dense()), compute_uv=False)
         return dense_bounds(np.sort(s[:N]) ** 2, rtol)
     bg = BandGram(W)
-    if bg.N <= _DENSE_GRAM:
+    if bg.N <= DENSE_GRAM:
         return dense_bounds(np.linalg.eigvalsh(bg.to_dense()), rtol)
 
     def factor(delta: float) -> Any:
