@@ -588,10 +588,17 @@ class ConvOperator(LinearOperator):
         )
 
     # ------------------------------------------------------------ GEMM engine
+    # Two layouts.  Batches: one GEMM over all (signal, position) rows with channels last,
+    # then one transpose back (few large GEMMs).  A single signal: the GEMM is written so
+    # that its result is already channels-first, ``(Kg, Mg*L) @ (Mg*L, N)`` forward and
+    # ``(L*Mg, Kg) @ (Kg, N)`` adjoint, which saves the transposes and their copies (at the
+    # paper's 1-D size 86 -> 50 us forward, 96 -> 50 us adjoint; the GEMMs are ~28 us).
     def _forward_gemm(self, x: Any) -> Any:
         xp = get_array_module(x)
         xpad = xp.ascontiguousarray(self._pad(x))
         B, M = xpad.shape[:2]
+        if B == 1:
+            return self._forward_gemm_single(xp, xpad)
         d, g = self.ndim_spatial, self.groups
         n, l, t = self.output_spatial, self.kernel_size, self.stride
         K = self.out_shape[0]
@@ -610,6 +617,20 @@ class ConvOperator(LinearOperator):
         out = xp.matmul(cols, wm.transpose(0, 2, 1))  # (g, B*N, Kg)
         out = out.reshape(g, B, N, Kg).transpose(1, 0, 3, 2).reshape(B, K, *n)
         return xp.ascontiguousarray(out)
+
+    def _forward_gemm_single(self, xp: Any, xpad: Any) -> Any:
+        """:meth:`_forward_gemm` of one padded signal ``(1, M, *Dp)``, channels first."""
+        d, g = self.ndim_spatial, self.groups
+        n, l, t = self.output_spatial, self.kernel_size, self.stride
+        M, K = xpad.shape[1], self.out_shape[0]
+        Mg = M // g
+        s = xpad.strides
+        win = xp.lib.stride_tricks.as_strided(
+            xpad, shape=(g, Mg, *l, *n),
+            strides=(Mg * s[1], s[1], *s[2:], *(s[2 + a] * t[a] for a in range(d))))
+        cols = win.reshape(g, Mg * math.prod(l), math.prod(n))     # im2col: one copy
+        out = xp.matmul(self._wmat(xp, xpad.dtype), cols)          # (g, Kg, N)
+        return out.reshape(1, K, *n)
 
     def _wmat_taps_outer(self, xp: Any, dtype: Any) -> Any:
         """Filters as ``(g, Kg, L*Mg)`` with taps outer, channels inner (GEMM adjoint)."""
@@ -639,6 +660,8 @@ class ConvOperator(LinearOperator):
     def _adjoint_gemm(self, z: Any) -> Any:
         xp = get_array_module(z)
         B = z.shape[0]
+        if B == 1:
+            return self._adjoint_gemm_single(xp, z)
         d, g = self.ndim_spatial, self.groups
         n, l = self.output_spatial, self.kernel_size
         K, M = self.out_shape[0], self.in_shape[0]
@@ -655,6 +678,23 @@ class ConvOperator(LinearOperator):
             xcl[idx] += cols[..., j, :]
         xpad = xp.ascontiguousarray(xp.moveaxis(xcl.reshape(B, *self._Dp, M), -1, 1))
         return xp.ascontiguousarray(self._unpad(xpad))
+
+    def _adjoint_gemm_single(self, xp: Any, z: Any) -> Any:
+        """:meth:`_adjoint_gemm` of one code array ``(1, K, *n)``, channels first: the
+        per-tap blocks ``(L, Mg, N)`` of one GEMM are added into the padded input."""
+        g = self.groups
+        n, l = self.output_spatial, self.kernel_size
+        K, M = self.out_shape[0], self.in_shape[0]
+        Kg, Mg = K // g, M // g
+        L = math.prod(l)
+        zt = xp.ascontiguousarray(z).reshape(g, Kg, math.prod(n))
+        wt = self._wmat_taps_outer(xp, z.dtype).transpose(0, 2, 1)   # (g, L*Mg, Kg)
+        cols = xp.matmul(wt, zt).reshape(g, L, Mg, *n)
+        xpad = xp.zeros((g, Mg, *self._Dp), dtype=z.dtype)
+        for j, idx in enumerate(self._tap_slices()):
+            # idx indexes (B, *Dp): here the leading axes are (g, Mg)
+            xpad[(slice(None),) + idx] += cols[:, j]
+        return xp.ascontiguousarray(self._unpad(xpad.reshape(1, M, *self._Dp)))
 
     # --------------------------------------------------------- sparse codes
     def _sparse_ok(self, z: Any) -> bool:
