@@ -29,8 +29,11 @@ residual ``theta = s r``, ``s = min(1, lam / ||Phi^T r||_inf)``, whose gap
     ``gap = (1 - s)^2 ||r||^2 / 2 + (lam ||z||_1 - s <z, Phi^T r>)``
 
 is a sum of non-negative terms (no cancellation between primal and dual values).  The
-iteration stops per signal once ``gap <= tol * objective``; converged signals leave the
-batch, so the others run on a smaller batch and a converged signal costs no more work.
+iteration stops per signal once ``gap <= tol * objective``, tested every ``GAP_EVERY``
+iterations (the gap's five reductions and the bookkeeping around them cost about as much
+as the rest of an iteration's element-wise work on a single signal; with a ``callback``,
+and at ``max_iter``, every iteration); converged signals leave the batch, so the others
+run on a smaller batch and a converged signal costs no more work.
 A large batch is solved in consecutive chunks of signals (a few MB of working arrays
 each, at least 16 signals), so that the element-wise work of an iteration stays in cache
 while the operator still sees batches; results do not depend on the chunking beyond
@@ -83,6 +86,10 @@ _SAFETY = 1.01
 _CHUNK_BYTES = 8 << 20
 #: fewest signals per chunk
 _CHUNK_MIN = 16
+#: the duality gap (the stopping test) is evaluated every this many iterations: at most
+#: ``GAP_EVERY - 1`` extra iterations; at the paper's 1-D size (one signal, ~75
+#: iterations) 3 took ~15 % off a solve
+GAP_EVERY = 3
 # data scaled by more than this (or less than its inverse) is normalised before solving
 _SCALE_LIMIT = 1e100
 
@@ -280,7 +287,8 @@ def lasso(
     max_iter : int, default 5000
         Iteration cap per signal.
     tol : float, default 1e-6
-        Stop when the duality gap is ``<= tol * objective``.  The gap is also accepted as
+        Stop when the duality gap is ``<= tol * objective`` (tested every ``GAP_EVERY``
+        iterations, see the module docstring).  The gap is also accepted as
         converged once below the rounding floor ``10 * eps * ||y||^2 / 2`` of the dtype
         (relevant for float32, and for ``lam = 0`` with ``y`` in the range of ``Phi``).
     restart : bool, default True
@@ -588,8 +596,8 @@ def _dot(a: Any, b: Any, nb: int) -> Any:
     xp = get_array_module(a)
     if a.dtype != np.float64:
         return (a * b).reshape(nb, -1).sum(axis=1, dtype=np.float64)
-    if nb == 1:  # one BLAS dot: the cheapest call for a single signal
-        return xp.dot(a.reshape(-1), b.reshape(-1)).reshape(1)
+    if nb == 1:  # one BLAS dot: the cheapest call for a single signal (2.2 against 5.6 us
+        return xp.asarray(xp.vdot(a, b)).reshape(1)  # for einsum at the 1-D paper size)
     return xp.einsum("ij,ij->i", a.reshape(nb, -1), b.reshape(nb, -1))
 
 
@@ -653,7 +661,8 @@ def _fista_chunk(
         u = gv * _bcol(xp.asarray((-1.0 / L).astype(dt)), nd)
         u += v
         thr = _bcol(xp.asarray((lam / L).astype(dt)), nd)
-        z_new = xp.clip(u, -thr, thr)
+        z_new = xp.maximum(u, -thr)          # soft threshold: u - clip(u, -thr, thr)
+        xp.minimum(z_new, thr, out=z_new)
         xp.subtract(u, z_new, out=z_new)
         if mask is not None:
             z_new *= mask
@@ -664,15 +673,17 @@ def _fista_chunk(
         # --- duality gap at z_new (Phi^T r = -gz_new, restricted to the support)
         r = y - Pz_new
         rr = to_numpy(_sq(r, nb))
-        l1 = to_numpy(xp.abs(z_new).reshape(nb, -1).sum(axis=1, dtype=np.float64))
-        g2 = gz_new.reshape(nb, -1) if mask is None else (gz_new * mask).reshape(nb, -1)
-        cinf = np.maximum(to_numpy(g2.max(axis=1)), -to_numpy(g2.min(axis=1)))
-        cinf = cinf.astype(np.float64)
-        zc = -to_numpy(_dot(z_new, gz_new, nb))
-        s = np.minimum(1.0, lam / np.maximum(cinf, 1e-300))
-        s[cinf == 0] = 1.0
-        obj = 0.5 * rr + lam * l1
-        gap = np.maximum(0.5 * (1 - s) ** 2 * rr + (lam * l1 - s * zc), 0.0)
+        check = callback is not None or it % GAP_EVERY == 0 or it == max_iter
+        if check:
+            l1 = to_numpy(xp.abs(z_new).reshape(nb, -1).sum(axis=1, dtype=np.float64))
+            g2 = gz_new.reshape(nb, -1) if mask is None else (gz_new * mask).reshape(nb, -1)
+            cinf = np.maximum(to_numpy(g2.max(axis=1)), -to_numpy(g2.min(axis=1)))
+            cinf = cinf.astype(np.float64)
+            zc = -to_numpy(_dot(z_new, gz_new, nb))
+            s = np.minimum(1.0, lam / np.maximum(cinf, 1e-300))
+            s[cinf == 0] = 1.0
+            obj = 0.5 * rr + lam * l1
+            gap = np.maximum(0.5 * (1 - s) ** 2 * rr + (lam * l1 - s * zc), 0.0)
         while len(hist) <= it:
             hist.append(np.full(B_all, np.nan))
         hist[it][idx_np] = np.sqrt(rr)
@@ -703,6 +714,8 @@ def _fista_chunk(
         z_prev, Pz_prev, gz_prev = z, Pz, gz
         z, Pz, gz = z_new, Pz_new, gz_new
 
+        if not check:
+            continue
         done = (gap <= tol * obj) | (gap <= floor)
         fin = done
         if callback is not None and callback(
