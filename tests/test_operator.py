@@ -450,7 +450,9 @@ def test_engine_policy_setting_and_context(rng):
     assert wide._choose(rng.standard_normal(wide.in_shape)) in ("gemm", "fft")
     if HAS_TORCH:
         assert big._choose(xb) == "torch"
-        assert tiny._choose(xt.astype(np.float64)) == "torch"     # float64 2-D, few channels
+        # float64 2-D, few channels: PyTorch for batches, GEMM for a single signal
+        assert tiny._choose(np.stack([xt, xt]).astype(np.float64)) == "torch"
+        assert tiny._choose(xt.astype(np.float64)) in ("gemm", "fft")
     with engine_policy("numpy"):
         assert get_engine_policy() == "numpy"
         assert big._choose(xb) in ("gemm", "fft")

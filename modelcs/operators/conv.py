@@ -56,6 +56,8 @@ from .policy import (
     TORCH_MAX_PIXELS_F64,
     TORCH_MIN_CHANNELS_F32,
     TORCH_MIN_FLOPS,
+    TORCH_MIN_FLOPS_SINGLE_F32,
+    TORCH_MIN_PIXELS_SINGLE_F32,
     get_engine_policy,
 )
 
@@ -526,11 +528,16 @@ class ConvOperator(LinearOperator):
             # layers up, except on few input channels (3-channel images: 1.3-1.8x slower)
             # and on tiny calls, where its per-call overhead loses
             macs = B * K * Mg * math.prod(self.kernel_size) * math.prod(self.output_spatial)
+            if (B == 1 and math.prod(self.output_spatial) < TORCH_MIN_PIXELS_SINGLE_F32
+                    and macs < TORCH_MIN_FLOPS_SINGLE_F32):
+                return False  # one small image: the channels-first GEMM is as fast
             return Mg >= TORCH_MIN_CHANNELS_F32 and macs >= TORCH_MIN_FLOPS
-        if dtype == np.float64 and self.ndim_spatial == 2:
-            # float64 2-D: PyTorch's native kernels win up to moderate channel counts and
-            # image sizes (its transposed convolution loses on large images); the NumPy
-            # FFT engine where its operation count says so, GEMM on wide layers
+        if dtype == np.float64 and self.ndim_spatial == 2 and B > 1:
+            # float64 2-D batches: PyTorch's native kernels win up to moderate channel
+            # counts and image sizes (its transposed convolution loses on large images);
+            # the NumPy FFT engine where its operation count says so, GEMM on wide layers.
+            # A single float64 signal stays on NumPy: the channels-first GEMM ties or beats
+            # PyTorch there at every size of the sweep (1.0-1.8x)
             if K * Mg <= 256:  # few channels (e.g. 3-channel images): PyTorch at any size
                 return True
             if (K * Mg > TORCH_MAX_CHANNELS_F64

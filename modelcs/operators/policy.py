@@ -6,8 +6,8 @@ that choice may use:
 
 ``"auto"`` (default)
     NumPy data: PyTorch's convolution for float32 from a small size on (except with fewer
-    than :data:`TORCH_MIN_CHANNELS_F32` input channels per group), and for float64 2-D
-    layers with at most 256 filter-channel pairs, and up to
+    than :data:`TORCH_MIN_CHANNELS_F32` input channels per group), and for batches of
+    float64 2-D signals with at most 256 filter-channel pairs, and up to
     :data:`TORCH_MAX_CHANNELS_F64` pairs and :data:`TORCH_MAX_PIXELS_F64` output pixels
     unless the NumPy FFT engine's operation count wins; the NumPy GEMM or FFT engine
     otherwise (1-D float64, wide float64 layers, tiny calls).  CuPy data: GEMM or FFT.
@@ -33,7 +33,16 @@ x86 machine (AVX-512, OpenBLAS pinned to Haswell kernels, PyTorch 2.13 CPU):
   engine), tied at 256 and lost at 512 (GEMM/FFT 1.1-2x faster), and lost to FFT on
   large images in batches (32 channels, 56x56, batch 8: 1.4x); on 64 channels at 112x112
   its transposed convolution (the adjoint) took 54 ms against GEMM's 31-40 ms; on the 1-D
-  paper size (96 x 32 x 5, 1000 codes) GEMM beat it 1.45x.
+  paper size (96 x 32 x 5, 1000 codes) GEMM beat it 1.45x.  Since the GEMM engine's
+  forward pass writes channels-first results and a single signal's adjoint does too (no
+  transposes), GEMM ties or beats PyTorch on every single float64 signal of the sweep
+  (8 channels on 16x16: 0.20 against 0.36 ms; 3 channels, stride 2, 224x224: 2.9 against
+  3.5 ms; 64 channels on 56x56: 11.7 against 14.5 ms), so single float64 signals stay on
+  NumPy.  In float32 the same GEMM beat PyTorch on single images of up to ~200 output
+  pixels (32 channels on 16x16: 0.38 against 0.55 ms; 64 channels on 15x15: 0.75 against
+  0.84 ms) but not on larger ones (32 channels on 32x32: 1.02 against 0.76 ms) or on 512
+  channels (15.3 against 12.7 ms): :data:`TORCH_MIN_PIXELS_SINGLE_F32` and
+  :data:`TORCH_MIN_FLOPS_SINGLE_F32`.
 
 Below :data:`TORCH_MIN_FLOPS` multiply-adds, PyTorch's per-call overhead and thread
 wake-ups make it lose or tie, and on a loaded machine its threads lose badly (2.1 ms
@@ -57,6 +66,10 @@ POLICIES = ("auto", "numpy", "torch")
 TORCH_MIN_FLOPS = 2.0e5
 #: float32: fewer input channels per group than this stay on NumPy (3-channel images)
 TORCH_MIN_CHANNELS_F32 = 5
+#: float32, a single signal with fewer output pixels than this stays on NumPy ...
+TORCH_MIN_PIXELS_SINGLE_F32 = 400
+#: ... unless its forward pass has at least this many multiply-adds
+TORCH_MIN_FLOPS_SINGLE_F32 = 2.0e8
 #: float64 2-D: at most this many (filter, input channel) pairs go to PyTorch ...
 TORCH_MAX_CHANNELS_F64 = 128 * 128
 #: ... with outputs of at most this many pixels
