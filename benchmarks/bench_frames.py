@@ -22,8 +22,9 @@ Prints one table (best of ``--repeats`` runs; the VGG-size rows run once unless 
   route); ``--old-routes`` adds plain Lanczos and LSQR on the full sizes for the ratio;
 * with ``--same``: zero-padded ``'same'`` layers, where ``'auto'`` takes the banded
   Cholesky route (``method='banded'``): the smallest singular value of a 64 -> 64
-  channel 3x3 layer on 24x24 (smallest Gram eigenvalue ~1e-13 of the largest; LOBPCG,
-  the earlier ``'auto'``, does not converge), frame bounds of a 64 -> 96 channel one
+  channel 3x3 layer on 24x24 (smallest Gram eigenvalue ~1e-12 of the largest; LOBPCG,
+  the earlier ``'auto'``, does not converge) and its frame bounds (that eigenvalue is zero
+  under the rank rule: the next one), frame bounds of a 64 -> 96 channel one
   against LOBPCG, and both against dense SVDs at reduced sizes.
 
 Run:  python benchmarks/bench_frames.py [--repeats N] [--small] [--valid-smallest [--arpack]]
@@ -151,6 +152,10 @@ def same_rows() -> list[tuple[str, float, str]]:
     rows.append(("same 64->64x3x3 on 24x24 (36,864^2): extremes, 'auto' (banded)", t_b,
                  f"min {sb[1]:.10e}, max {sb[0]:.10f}, "
                  f"lambda_min / lambda_max = {(sb[1] / sb[0]) ** 2:.1e}"))
+    t_f, (flo, fhi) = best_of(lambda: frame_bounds(Wsq, rng=0, progress=False), 1)
+    rows.append(("  frame bounds, 'auto' (rank rule: sigma <= 1e-6 sigma_max is zero)", t_f,
+                 f"({flo:.10e}, {fhi:.10f}): the smallest eigenvalue {sb[1] ** 2:.3e} is "
+                 f"below (1e-6)^2 lambda_max, the next one (ARPACK) is the bound"))
     t_l = time.perf_counter()
     try:
         sl = singular_values(Wsq, k=1, which="smallest", method="lobpcg", rng=0,

@@ -143,3 +143,36 @@ def test_banded_largest_only_skips_the_factorisation(monkeypatch):
     W = ConvOperator.random(6, 4, (3, 3), (14, 14), padding="same", rng=0)
     s = singular_values(W, k=1, which="largest", method="banded", rng=0)
     assert abs(s[0] - np.linalg.norm(dense(W), 2)) <= 1e-9 * s[0]
+
+
+@pytest.mark.parametrize("method", ["banded", "sparse"])
+@pytest.mark.parametrize("K, M, D, null_dim", [(12, 3, (302,), 3), (64, 16, (62,), 16)])
+def test_null_space_smallest_nonzero_by_arpack_then_lanczos(method, K, M, D, null_dim,
+                                                            monkeypatch):
+    """A 'valid' stride-3 layer with one uncovered sample per axis: its Gram matrix
+    W^T W has a null space (the uncovered samples times the channels).  A small one
+    (<= NEXT_K) is skipped by ARPACK on the shift-inverted matrix without the plain
+    Lanczos fallback; a larger one falls back to it.  Both against dense eigenvalues."""
+    import modelcs.frames._sparse as sparse_mod
+
+    lens = (4,) * len(D)
+    W = ConvOperator.random(K, M, lens, D, stride=3, rng=4)
+    assert W.shape[1] <= W.shape[0]                          # W^T W is the smaller Gram
+    assert all(u == 1 for u in W.uncovered)
+    A = dense(W)
+    ev = np.linalg.eigvalsh(A.T @ A)
+    zero = ev <= 1e-10 * ev[-1]
+    assert zero.sum() == null_dim
+    used = []
+    real = spectrum.lanczos_extremes
+
+    def spy(*a, **k):
+        used.append(k.get("nonzero_rtol"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(spectrum, "lanczos_extremes", spy)
+    lo, hi = frame_bounds(W, method=method, rng=0, progress=False)
+    assert abs(lo - ev[~zero].min()) <= 1e-8 * ev[~zero].min()
+    assert abs(hi - ev[-1]) <= 1e-8 * ev[-1]
+    fell_back = any(r is not None for r in used)   # the Lanczos run for the lower bound
+    assert fell_back == (null_dim > sparse_mod.NEXT_K)

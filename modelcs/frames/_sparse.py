@@ -13,9 +13,13 @@ moderately, and then:
   definite above the rounding of a null space, ``~eps ||G||``, so the LU needs no
   pivoting): ``lambda_min = 1 / theta_max - delta``.  When that is zero (at most
   ``max(rtol**2 lambda_max, 100 delta)``) ``G`` has a null space, whose eigenvalue
-  ``1 / delta`` dominates the inverse so much that the rounding of the Lanczos
-  recurrence (``~eps / delta``) swamps the next eigenvalue (measured: 1e-5 relative); the
-  smallest *nonzero* eigenvalue is then left to plain Lanczos on ``G`` (the caller's
+  ``1 / delta`` dominates the inverse so much that the rounding of the plain Lanczos
+  recurrence (``~eps / delta``) swamps the next eigenvalue (measured: 1e-5 relative).
+  The ``NEXT_K`` smallest eigenvalues then come from ARPACK on the same inverse (full
+  reorthogonalisation: the rounding is ``~eps / delta`` absolute on ``1 / lambda``, which
+  is checked against ``tol``), and the smallest one above the rank threshold is the
+  answer; if it is not among them (a larger null space) or not resolved to ``tol``, the
+  smallest *nonzero* eigenvalue is left to plain Lanczos on ``G`` (the caller's
   ``'lanczos'`` method).  MobileNetV2's first layer (stride 2, padding 1) is injective
   on 3x64x64 and 3x224x224 inputs, so there the fast path is taken.
 
@@ -191,10 +195,72 @@ def shift_invert_bounds(gram: Any, shape: tuple[int, ...], factor: Any, N: int,
                          progress=progress, desc="Lanczos, shift-invert")
     lo = max(1.0 / theta - delta, 0.0)
     if rtol and lo <= max(rtol * rtol * hi, 100 * delta):
-        # a null space: its 1/delta dominates the inverse, and rounding of the order
-        # eps / delta swamps the next eigenvalue; the caller takes plain Lanczos instead
-        return None, hi
+        # zero under the rank rule (or too close to delta to be resolved by one plain
+        # Lanczos run): the smallest eigenvalue above the rank threshold from the few
+        # smallest ones (ARPACK on the same inverse); None when it is not among them or
+        # not resolved to tol (then the caller takes plain Lanczos on G)
+        return _smallest_above(factor, solve, N, delta, rtol * rtol * hi, tol, gen), hi
     return lo, hi
+
+
+#: how many of the smallest eigenvalues :func:`_smallest_above` computes
+NEXT_K = 12
+
+
+def _smallest_above(factor: Any, solve: Any, N: int, delta: float, tau: float, tol: float,
+                    gen: np.random.Generator) -> float | None:
+    """The smallest eigenvalue ``> tau`` of ``G`` among its ``NEXT_K`` smallest, from the
+    largest eigenvalues ``mu = 1 / (lambda + delta)`` of the inverse (ARPACK, implicitly
+    restarted Lanczos with full reorthogonalisation, so the null space's ``1 / delta``
+    does not hide the others).
+
+    Accuracy: ARPACK's relative tolerance ``atol = tol / 100`` on ``mu`` and the rounding
+    of the solves, ``~eps * mu_max`` absolute, give ``lambda`` to about
+    ``(atol + 10 eps (lambda + delta) / delta) * (1 + delta / lambda)`` relative (a null
+    space makes ``mu_max = 1 / delta``).  With the tiny ``delta`` of the first
+    factorisation that is ~1e-6 for ``lambda`` ~1e-3 of ``||G||``, so when it exceeds
+    ``tol`` the run is repeated once with ``G`` refactored at ``delta = 1e-4 lambda``
+    (the first run's value), where it is ~2e-11.  Returns None when all ``NEXT_K`` are
+    ``<= tau``, when ARPACK does not converge or when ``tol`` is not reached.
+    """
+    first = _arpack_above(solve, N, delta, tau, tol, gen)
+    if first is None or first[1] <= tol:
+        return None if first is None else first[0]
+    d2 = 1e-4 * first[0]
+    try:
+        solve2 = factor(d2)
+    except (np.linalg.LinAlgError, RuntimeError):
+        return None
+    second = _arpack_above(solve2, N, d2, tau, tol, gen)
+    return second[0] if second is not None and second[1] <= tol else None
+
+
+def _arpack_above(solve: Any, N: int, delta: float, tau: float, tol: float,
+                  gen: np.random.Generator) -> tuple[float, float] | None:
+    """``(lambda, relative error bound)`` of :func:`_smallest_above` for one factorisation
+    ``solve`` of ``G + delta I``, or None."""
+    from scipy.sparse.linalg import ArpackNoConvergence, eigsh
+    from scipy.sparse.linalg import LinearOperator as SciPyOp
+
+    k = min(NEXT_K, N - 2)
+    if k < 1:
+        return None
+    op = SciPyOp((N, N), matvec=lambda v: solve(np.asarray(v).reshape(1, N))[0],
+                 dtype=np.float64)
+    atol = max(tol / 100, 1e-15)
+    try:
+        mu = eigsh(op, k=k, which="LA", tol=atol, v0=gen.standard_normal(N),
+                   return_eigenvectors=False)
+    except ArpackNoConvergence:
+        return None
+    mu = np.sort(mu)[::-1]                       # largest mu = smallest lambda first
+    lam = 1.0 / mu - delta
+    above = np.flatnonzero(lam > tau)
+    if above.size == 0:
+        return None
+    j = int(above[0])
+    err = (atol + 10 * np.finfo(np.float64).eps * mu[0] / mu[j]) * (1 + delta / lam[j])
+    return float(lam[j]), float(err)
 
 
 def _rank_ok(lu: Any, G: Any, gen: Any) -> bool:

@@ -43,8 +43,11 @@ Methods
     from plain Lanczos on ``G`` and the smallest nonzero one from plain Lanczos on the
     shift-inverted ``(G + delta I)^{-1}`` (one sparse LU, ``delta = 1e-12 ||G||_1``).  When
     that smallest eigenvalue is zero (``G`` singular: a ``'valid'`` layer with uncovered
-    samples, more filters than taps at a stride...) the smallest *nonzero* one is left to
-    ``"lanczos"`` (a null space swamps the shift-inverted recurrence in rounding).
+    samples, more filters than taps at a stride...) the smallest *nonzero* one is the
+    smallest above the rank threshold among the 12 smallest, computed by ARPACK on the
+    same inverse (full reorthogonalisation), and is left to ``"lanczos"`` only when it is
+    not among them or not resolved to ``tol`` (a null space swamps the plain
+    shift-inverted recurrence in rounding).
     Same stopping rule and tolerance as ``"lanczos"`` (``tol`` relative, up to a factor
     ``1 + delta / lambda``), checked against dense eigenvalues in the tests; the shift-
     inverted run converges in tens of steps where plain Lanczos needs thousands.
@@ -655,7 +658,7 @@ def frame_bounds(
             if "every eigenvalue" in str(e):
                 raise ValueError(_ZERO_MSG) from None
             raise
-        if lo2 is None:  # a null space: the smallest nonzero eigenvalue by plain Lanczos
+        if lo2 is None:  # a large null space: the smallest nonzero one by plain Lanczos
             lo, _ = _lanczos(Ws, ltol, max_iter, rng, r_lz, progress)
             lo2 = lo * lo
         return _squared_bounds(math.sqrt(lo2), math.sqrt(hi2), c)
