@@ -176,6 +176,33 @@ def test_callback_sees_every_iteration_and_can_stop():
     assert (full.n_iter > 5).all()
 
 
+def test_duality_gap_is_tested_every_gap_every_iterations(monkeypatch):
+    """The stopping test runs every GAP_EVERY iterations: the iterates are those of the
+    test at every iteration, so a solve stops at the first multiple of GAP_EVERY at or
+    after the iteration the every-iteration test stops at, with the same result there."""
+    import modelcs.recovery.lasso as lasso_mod
+
+    W = ConvOperator.random(24, 6, 5, 30, rng=0)
+    y = np.random.default_rng(1).standard_normal((5, 6, 30))
+    every = lasso_mod.GAP_EVERY
+    assert every > 1
+    res = lasso(W.T, y, 0.3, tol=1e-8)
+    assert res.converged.all() and (res.n_iter % every == 0).all()
+    monkeypatch.setattr(lasso_mod, "GAP_EVERY", 1)
+    one = lasso(W.T, y, 0.3, tol=1e-8)
+    assert one.converged.all()
+    np.testing.assert_array_equal(res.n_iter, -(-one.n_iter // every) * every)
+    # the gap keeps shrinking: the late test ends at least as close to the optimum
+    assert (res.gap <= 1e-8 * res.objective).all()
+    for b in range(5):  # the same iterates: run to the same iteration without stopping
+        capped = lasso(W.T, y[b], 0.3, tol=0.0, max_iter=int(res.n_iter[b]))
+        assert capped.n_iter == res.n_iter[b]
+        np.testing.assert_allclose(capped.z, res.z[b], rtol=1e-9, atol=1e-12)
+    monkeypatch.setattr(lasso_mod, "GAP_EVERY", every)
+    short = lasso(W.T, y, 0.3, tol=1e-8, max_iter=every + 1)   # max_iter is always tested
+    assert (short.n_iter == every + 1).all() and np.isfinite(short.gap).all()
+
+
 def test_debias_callback_sees_every_lsqr_iteration_and_can_stop():
     from modelcs import debias
 
