@@ -58,14 +58,14 @@ def band_ok(W: Any) -> bool:
 
 
 def _geometry(W: ConvOperator) -> tuple[bool, int, tuple[int, ...], tuple[int, ...]]:
-    """``(input_side, C, grid, delta)``: which Gram matrix is the smaller one, its channels
-    per pixel, its pixel grid and the largest coupling distance per axis."""
+    """``(input_side, Cg, grid, delta)``: which Gram matrix is the smaller one, its channels
+    per pixel and group, its pixel grid and the largest coupling distance per axis."""
     input_side = math.prod(W.in_shape) <= math.prod(W.out_shape)
-    lens = W.kernel_size
+    lens, g = W.kernel_size, W.groups
     if input_side:
-        return True, W.in_shape[0], tuple(W.input_spatial), tuple(la - 1 for la in lens)
+        return True, W.in_shape[0] // g, tuple(W.input_spatial), tuple(la - 1 for la in lens)
     delta = tuple((la - 1) // ta for la, ta in zip(lens, W.stride, strict=True))
-    return False, W.out_shape[0], tuple(W.out_shape[1:]), delta
+    return False, W.out_shape[0] // g, tuple(W.out_shape[1:]), delta
 
 
 def _order(grid: tuple[int, ...], delta: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
@@ -87,10 +87,10 @@ def band_cost(W: ConvOperator) -> tuple[int, int, int]:
     """``(N, kd, flops)``: the order and half-bandwidth of the smaller Gram matrix of ``W``
     in the band ordering, and the multiply-adds of its Cholesky factorisation
     (``N kd^2``, exact integers)."""
-    _, C, grid, delta = _geometry(W)
+    _, Cg, grid, delta = _geometry(W)
     _, kdp = _order(grid, delta)
-    N = C * math.prod(grid)
-    kd = min(C * kdp + C - 1, N - 1)
+    N = W.groups * Cg * math.prod(grid)
+    kd = min(Cg * kdp + Cg - 1, N - 1)
     return N, kd, N * kd * kd
 
 
@@ -131,20 +131,6 @@ def banded_frame_bounds(W: ConvOperator, gram: tuple[Any, tuple[int, ...]], *, t
                                rtol=rtol, max_iter=max_iter, rng=rng, progress=progress)
 
 
-def _full_filters(W: ConvOperator) -> np.ndarray:
-    """The filters as one ``(K, M, *l)`` float64 bank (groups: block-diagonal)."""
-    w = np.asarray(W.filters, dtype=np.float64)
-    g = W.groups
-    if g == 1:
-        return w
-    K, Mg = w.shape[:2]
-    full = np.zeros((K, Mg * g) + w.shape[2:])
-    Kg = K // g
-    for i in range(g):
-        full[i * Kg:(i + 1) * Kg, i * Mg:(i + 1) * Mg] = w[i * Kg:(i + 1) * Kg]
-    return full
-
-
 class BandGram:
     """The smaller Gram matrix of a zero-padded ``ConvOperator`` in LAPACK's lower band
     storage (module docstring).
@@ -160,7 +146,9 @@ class BandGram:
         Order and half-bandwidth.
     ab : ndarray ``(kd + 1, N)``
         ``ab[i - j, j] = G[i, j]`` for ``j <= i <= j + kd`` (in the band ordering of the
-        unknowns: pixels in the order :attr:`axes`, channels fastest).
+        unknowns: groups slowest, then pixels in the order :attr:`axes`, the group's
+        channels fastest; groups do not couple, so ``G`` is block diagonal and the
+        bandwidth is that of one group).
     input_side : bool
         ``G = W^T W`` (else ``W W^T``).
     norm1 : float
@@ -171,11 +159,13 @@ class BandGram:
         self.input_side, C, grid, delta = _geometry(W)
         self.axes, kdp = _order(grid, delta)
         self.N, self.kd, _ = band_cost(W)
-        N, kd = self.N, self.kd
+        self.grid, self.C = grid, C
+        N, kd, g = self.N, self.kd, W.groups
         npix = math.prod(grid)
         check_elements(f"the {N}x{N} Gram matrix of W in band storage (half-bandwidth {kd})",
-                       2 * (kd + 1) * N + (kdp + 1) * npix * C * C, np.float64)
-        w = _full_filters(W)
+                       2 * (kd + 1) * N + (kdp + 1) * npix * C * C * g, np.float64)
+        w = np.asarray(W.filters, dtype=np.float64)         # (K, Mg, *l)
+        Kg = w.shape[0] // g
         lens = W.kernel_size
         # pixel steps of the band ordering, per original axis
         steps = [0] * len(grid)
@@ -185,10 +175,11 @@ class BandGram:
             s *= grid[a]
         D, n = W.input_spatial, W.out_shape[1:]
         pads = [p[0] for p in W.padding_widths]
-        # blocks[off][j]: the C x C block of G at (pixel j + off, pixel j), off >= 0
+        # blocks[off][i, j]: group i's C x C block of G at (pixel j + off, pixel j), off >= 0
         blocks: dict[int, np.ndarray] = {}
         taps = list(itertools.product(*(range(la) for la in lens)))
-        wt = {t: w[(slice(None), slice(None)) + t] for t in taps}      # (K, M) each
+        # per tap, the filters of each group: (g, Kg, Mg)
+        wt = {t: w[(slice(None), slice(None)) + t].reshape(g, Kg, -1) for t in taps}
         for t1 in taps:
             for t2 in taps:
                 rows, cols = [], []
@@ -203,31 +194,40 @@ class BandGram:
                           for a, (r, c) in enumerate(zip(rows, cols, strict=True)))
                 if off < 0:
                     continue  # the transposed pair (t2, t1) fills the lower triangle
-                blk = (wt[t1].T @ wt[t2]) if self.input_side else (wt[t1] @ wt[t2].T)
+                a1, a2 = wt[t1], wt[t2]
+                blk = (a1.transpose(0, 2, 1) @ a2 if self.input_side
+                       else a1 @ a2.transpose(0, 2, 1))                 # (g, C, C)
                 col_pix = sum(np.ix_(*[c * steps[a] for a, c in enumerate(cols)]))
                 if off not in blocks:
-                    blocks[off] = np.zeros((npix, C, C))
-                blocks[off][np.ravel(col_pix)] += blk
-        self.norm1 = _norm1(blocks, npix, C)
+                    blocks[off] = np.zeros((g, npix, C, C))
+                blocks[off][:, np.ravel(col_pix)] += blk[:, None]
+        self.norm1 = max(_norm1({o: B[i] for o, B in blocks.items()}, npix, C)
+                         for i in range(g))
         self.ab = np.zeros((kd + 1, N))
         c1, c2 = np.meshgrid(np.arange(C), np.arange(C), indexing="ij")
-        pix = np.arange(npix)[:, None, None]
-        for off, B in blocks.items():
+        pix = np.arange(g * npix)[:, None, None]         # (group, pixel) pairs, group-major
+        for off, B4 in blocks.items():
+            # (the last off pixels of a group have no partner inside it: zero blocks, so
+            # nothing couples one group to the next)
+            B = B4.reshape(g * npix, C, C)
             r = off * C + c1 - c2
             keep = r >= 0 if off == 0 else np.ones_like(r, dtype=bool)
             keep = keep & (r <= kd)
             cols_j = pix * C + c2
             self.ab[np.broadcast_to(r, B.shape)[:, keep],
                     np.broadcast_to(cols_j, B.shape)[:, keep]] = B[:, keep]
-        self.grid = grid
 
     def order(self) -> np.ndarray:
         """For each unknown of the band ordering, its index in the C-order flattening of
-        ``(C, *grid)`` (``W.in_shape`` or ``W.out_shape``)."""
-        C = self.N // math.prod(self.grid)
-        pix = np.arange(math.prod(self.grid)).reshape(self.grid)
+        ``(g * Cg, *grid)`` (``W.in_shape`` or ``W.out_shape``)."""
+        npix = math.prod(self.grid)
+        C = self.N // npix                                   # all channels, g * Cg
+        Cg = self.C
+        pix = np.arange(npix).reshape(self.grid)
         pix = np.transpose(pix, self.axes).ravel()
-        return (np.arange(C)[None, :] * pix.size + pix[:, None]).ravel()
+        g = C // Cg
+        ch = np.arange(C).reshape(g, 1, Cg)                  # (group, 1, channel)
+        return (ch * npix + pix[None, :, None]).ravel()
 
     def to_dense(self) -> np.ndarray:
         """``G`` as a dense ``(N, N)`` array in the band ordering (for tests)."""
