@@ -2,11 +2,14 @@
 
 Private helper of :mod:`modelcs.frames.spectrum` (``method="banded"``).
 
-Order the unknowns of the smaller Gram side pixel by pixel, with the channels of one pixel
-together (``index = flat(pixel) * C + channel``).  Two pixels of ``W^T W`` are coupled only
-when one output window covers both, i.e. when they are at most ``l - 1`` apart on every
-axis (for ``W W^T``: output pixels at most ``(l - 1) // t`` apart, ``t`` the stride).  So the
-Gram matrix is a band matrix with half-bandwidth
+Order the unknowns of the smaller Gram side group by group, then pixel by pixel, with the
+channels of one pixel (``C`` per group) together
+(``index = (group * npix + flat(pixel)) * C + channel``).  Groups do not couple, so the
+Gram matrix is block diagonal and only one group's coupling sets the bandwidth.  Two
+pixels of ``W^T W`` are coupled only when one output window covers both, i.e. when they
+are at most ``l - 1`` apart on every axis (for ``W W^T``: output pixels at most
+``(l - 1) // t`` apart, ``t`` the stride).  So the Gram matrix is a band matrix with
+half-bandwidth
 
     ``kd = C * sum_a delta_a * step_a + C - 1``
 
@@ -24,7 +27,7 @@ LAPACK's banded Cholesky (``pbtrf``: ``N kd^2`` flops, ``N (kd + 1)`` entries; 1
 solves.  Unlike the preconditioned LOBPCG of :mod:`modelcs.frames._valid_gram`, the route
 does not depend on how well a circular operator approximates the layer: it is exact for
 ``'same'`` layers, whose boundary makes that approximation poor, for strides and for
-groups (filters expanded to the full block-diagonal bank).  Its cost grows with
+groups.  Its cost grows with
 ``N kd^2 ~ C^3 D^3`` (2-D), so it is for layers of moderate size:
 :func:`band_cost` reports the work before anything is allocated.
 """
@@ -107,9 +110,9 @@ def banded_frame_bounds(W: ConvOperator, gram: tuple[Any, tuple[int, ...]], *, t
                         progress: bool | None) -> tuple[float | None, float]:
     """``(lambda_min_nonzero, lambda_max)`` of the smaller Gram matrix of ``W`` through
     its banded Cholesky factor, with the conventions of
-    :func:`modelcs.frames._sparse.sparse_frame_bounds` (``None`` first: a singular Gram
-    matrix, the caller takes plain Lanczos).  ``gram``: ``(apply, shape)`` of the Gram
-    operator, for the largest eigenvalue."""
+    :func:`modelcs.frames._sparse.sparse_frame_bounds` (``None`` first: a null space
+    that shift-invert could not step over, the caller takes plain Lanczos).  ``gram``:
+    ``(apply, shape)`` of the Gram operator, for the largest eigenvalue."""
     N, _, _ = band_cost(W)
     if N <= DENSE_GRAM and math.prod(W.shape) <= DENSE_ENTRIES:
         # small: the singular values of W itself (accurate to eps * sigma_max, where the

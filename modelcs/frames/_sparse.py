@@ -139,10 +139,11 @@ def sparse_frame_bounds(W: Any, *, tol: float, rtol: float, max_iter: int | None
     ``lambda`` counts as zero when ``lambda <= rtol**2 * lambda_max`` (``rtol`` is the
     rank tolerance on singular values); ``rtol = 0`` returns the smallest eigenvalue,
     zero included (clipped at 0).  With ``rtol > 0`` and a Gram matrix that is singular
-    (smallest eigenvalue ``<= max(rtol**2 lambda_max, 100 delta)``) the first entry is
-    ``None``: shift-invert cannot resolve the eigenvalue after a null space (see the
-    module docstring) and the caller uses plain Lanczos for it.  Raises ``ValueError``
-    when every eigenvalue is zero.
+    (smallest eigenvalue ``<= max(rtol**2 lambda_max, 100 delta)``) the first entry is the
+    smallest eigenvalue above the rank threshold among the ``NEXT_K`` smallest (ARPACK,
+    :func:`_smallest_above`), or ``None`` when it is not among them or not resolved to
+    ``tol`` (see the module docstring): the caller then uses plain Lanczos for it.
+    Raises ``ValueError`` when every eigenvalue is zero.
     """
     A = W.to_sparse()
     G, _ = gram_matrix(A)
@@ -224,8 +225,10 @@ def _smallest_above(factor: Any, solve: Any, N: int, delta: float, tau: float, t
     ``<= tau``, when ARPACK does not converge or when ``tol`` is not reached.
     """
     first = _arpack_above(solve, N, delta, tau, tol, gen)
-    if first is None or first[1] <= tol:
-        return None if first is None else first[0]
+    if first is None:
+        return None
+    if first[1] <= tol:
+        return first[0]
     d2 = 1e-4 * first[0]
     try:
         solve2 = factor(d2)

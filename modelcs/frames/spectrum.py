@@ -476,17 +476,11 @@ def singular_values(
             )
         ltol = _lanczos_tol(tol)
         if method in ("sparse", "banded") and which == "largest":  # no factorisation
-            (_check_sparse if method == "sparse" else _check_banded)(W)
+            _check_direct(method, W)
             lo, hi = _lanczos(Ws, ltol, max_iter, rng, None, progress, top_only=True)
-        elif method == "sparse":
-            _check_sparse(W)
-            lo2, hi2 = sparse_frame_bounds(Ws, tol=ltol, rtol=0.0, max_iter=max_iter,
-                                           rng=rng, progress=progress)
-            lo, hi = math.sqrt(lo2 or 0.0), math.sqrt(hi2)
-        elif method == "banded":
-            _check_banded(W)
-            lo2, hi2 = banded_frame_bounds(Ws, _gram_apply(Ws), tol=ltol, rtol=0.0,
-                                           max_iter=max_iter, rng=rng, progress=progress)
+        elif method in ("sparse", "banded"):
+            lo2, hi2 = _direct_bounds(method, W, Ws, tol=ltol, rtol=0.0, max_iter=max_iter,
+                                      rng=rng, progress=progress)
             lo, hi = math.sqrt(lo2 or 0.0), math.sqrt(hi2)
         elif method == "lobpcg":
             _check_lobpcg(W)
@@ -543,6 +537,25 @@ LOBPCG_MIN_CHANNELS = 64
 
 def _lobpcg_preferred(W: Any) -> bool:
     return lobpcg_ok(W) and min(W.filters.shape[:2]) >= LOBPCG_MIN_CHANNELS
+
+
+def _check_direct(method: str, W: Any) -> None:
+    """The input check of the direct routes ``'sparse'`` and ``'banded'``."""
+    (_check_sparse if method == "sparse" else _check_banded)(W)
+
+
+def _direct_bounds(method: str, W: Any, Ws: Any, *, tol: float, rtol: float,
+                   max_iter: int | None, rng: Any,
+                   progress: bool | None) -> tuple[float | None, float]:
+    """``(lambda_min_nonzero or None, lambda_max)`` of the Gram matrix of the scaled
+    ``Ws`` by the direct route ``method`` (``'sparse'`` or ``'banded'``; conventions of
+    :func:`modelcs.frames._sparse.sparse_frame_bounds`), after checking ``W``."""
+    _check_direct(method, W)
+    if method == "sparse":
+        return sparse_frame_bounds(Ws, tol=tol, rtol=rtol, max_iter=max_iter, rng=rng,
+                                   progress=progress)
+    return banded_frame_bounds(Ws, _gram_apply(Ws), tol=tol, rtol=rtol, max_iter=max_iter,
+                               rng=rng, progress=progress)
 
 
 def _check_banded(W: Any) -> None:
@@ -646,14 +659,9 @@ def frame_bounds(
         lo, hi = _lanczos(Ws, ltol, max_iter, rng, r_lz, progress)
         return _squared_bounds(lo, hi, c)
     if method in ("sparse", "banded"):
-        (_check_sparse if method == "sparse" else _check_banded)(W)
         try:
-            if method == "sparse":
-                lo2, hi2 = sparse_frame_bounds(Ws, tol=ltol, rtol=r_lz, max_iter=max_iter,
-                                               rng=rng, progress=progress)
-            else:
-                lo2, hi2 = banded_frame_bounds(Ws, _gram_apply(Ws), tol=ltol, rtol=r_lz,
-                                               max_iter=max_iter, rng=rng, progress=progress)
+            lo2, hi2 = _direct_bounds(method, W, Ws, tol=ltol, rtol=r_lz, max_iter=max_iter,
+                                      rng=rng, progress=progress)
         except ValueError as e:
             if "every eigenvalue" in str(e):
                 raise ValueError(_ZERO_MSG) from None
