@@ -61,6 +61,12 @@ class LinearOperator:
         Shapes of one input / output (without batch axis).
     dtype : numpy.dtype
         The operator's own floating dtype.
+    threadsafe : bool
+        Whether the operator may be applied from several threads at once (default False;
+        True for :class:`ConvOperator`, dense and sparse :class:`MatrixOperator` and
+        compositions of such).  Solvers then run independent chunks of a large batch on
+        several CPU cores.  A subclass whose ``_forward``/``_adjoint`` keep no mutable
+        state may set it to True.
 
     Examples
     --------
@@ -95,6 +101,9 @@ class LinearOperator:
         self.in_shape = tuple(int(s) for s in in_shape)
         self.out_shape = tuple(int(s) for s in out_shape)
         self.dtype = np.dtype(dtype)
+
+    #: see the class docstring; a user's subclass is not assumed thread-safe
+    threadsafe: bool = False
 
     # ------------------------------------------------------------------ shapes
     @property
@@ -280,6 +289,11 @@ class _Adjoint(LinearOperator):
         super().__init__(op.out_shape, op.in_shape, op.dtype)
         self.op = op
 
+
+    @property
+    def threadsafe(self) -> bool:  # type: ignore[override]
+        return self.op.threadsafe
+
     def _forward(self, x: Any) -> Any:
         return self.op._adjoint(x)
 
@@ -311,6 +325,11 @@ class _Composition(LinearOperator):
         super().__init__(B.in_shape, A.out_shape, np.result_type(A.dtype, B.dtype))
         self.A, self.B = A, B
 
+
+    @property
+    def threadsafe(self) -> bool:  # type: ignore[override]
+        return self.A.threadsafe and self.B.threadsafe
+
     def _forward(self, x: Any) -> Any:
         return self.A._forward(self.B._forward(x))
 
@@ -322,6 +341,11 @@ class _Scaled(LinearOperator):
     def __init__(self, op: LinearOperator, c: float):
         super().__init__(op.in_shape, op.out_shape, op.dtype)
         self.op, self.c = op, c
+
+
+    @property
+    def threadsafe(self) -> bool:  # type: ignore[override]
+        return self.op.threadsafe
 
     def _forward(self, x: Any) -> Any:
         return self.op._forward(x) * self.c
@@ -379,6 +403,11 @@ class MaskedOperator(LinearOperator):
         super().__init__(op.in_shape, op.out_shape, op.dtype)
         self.op, self.mask = op, mask
 
+
+    @property
+    def threadsafe(self) -> bool:  # type: ignore[override]
+        return self.op.threadsafe
+
     def _check(self, v: Any) -> None:
         if self.batch is not None and v.shape[0] != self.batch:
             raise ValueError(
@@ -406,6 +435,11 @@ class _Sum(LinearOperator):
             )
         super().__init__(A.in_shape, A.out_shape, np.result_type(A.dtype, B.dtype))
         self.A, self.B = A, B
+
+
+    @property
+    def threadsafe(self) -> bool:  # type: ignore[override]
+        return self.A.threadsafe and self.B.threadsafe
 
     def _forward(self, x: Any) -> Any:
         return self.A._forward(x) + self.B._forward(x)
@@ -444,6 +478,11 @@ class _VStack(LinearOperator):
             out_shape = (sum(self._sizes),)
         super().__init__(in_shape, out_shape, np.result_type(*[o.dtype for o in ops]))
         self.ops = ops
+
+
+    @property
+    def threadsafe(self) -> bool:  # type: ignore[override]
+        return all(o.threadsafe for o in self.ops)
 
     def _forward(self, x: Any) -> Any:
         xp = get_array_module(x)

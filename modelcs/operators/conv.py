@@ -118,6 +118,9 @@ class ConvOperator(LinearOperator):
     (32, 32)
     """
 
+    #: its caches are filled idempotently (a race computes an entry twice)
+    threadsafe = True
+
     def __init__(
         self,
         filters: Any,

@@ -162,6 +162,11 @@ class MatrixOperator(LinearOperator):
         self.kind = kind
         super().__init__(ins, outs, dt)
 
+    @property
+    def threadsafe(self) -> bool:  # type: ignore[override]
+        """True for a dense or sparse matrix; a matrix-free object may keep state."""
+        return self.kind != "linop"
+
     # ------------------------------------------------------------------ applying
     def _matmat(self, X: Any, adjoint: bool) -> Any:
         B = X.shape[0]
