@@ -20,8 +20,7 @@ i.e. ``alpha = lam / m`` (checked by ``tests/test_lasso.py``).
 Method
 ------
 FISTA (Beck & Teboulle 2009) with the gradient-based adaptive restart of O'Donoghue &
-Candes (2015).  Each iteration costs one application of ``Phi`` and one of ``Phi^T`` (and
-a backtrack one more of each, see below): the
+Candes (2015).  Each iteration costs one application of ``Phi`` and one of ``Phi^T``: the
 products at the extrapolated point are linear combinations of those at the two last
 iterates, so the residual ``y - Phi z`` and the correlation ``Phi^T (y - Phi z)`` of every
 iterate come for free, and with them its duality gap.  The dual point is the scaled
@@ -43,17 +42,19 @@ rounding.
 
 The step is ``1/L_k`` with the step constant chosen per signal and iteration by
 backtracking that lets it decrease (Scheinberg, Goldfarb & Bai 2014, FISTA-BKTR): each
-iteration first tries ``L_k = L_DECREASE * L_{k-1}`` and doubles it, redoing the step,
-until the sufficient-decrease test holds; the momentum then uses
-``t_k = (1 + sqrt(1 + 4 t_{k-1}^2 L_k / L_{k-1})) / 2``, which keeps FISTA's
-``O(1/k^2)`` rate.  The curvature along the iterates is often well below ``||Phi||^2``
-(0.25-0.4 of it at the paper's 1-D size), so the steps are longer than ``1/||Phi||^2``
-and the iterations fewer (there ~40 % fewer to a 1e-4 objective); a backtrack costs one
-more ``Phi`` and ``Phi^T`` for that signal.  The first trial is ``||Phi||^2`` estimated by
-Lanczos (:meth:`LinearOperator.norm`, cached on the operator and shared by ``W`` and its
-``W.T`` views, times a small safety factor).  For the quadratic data term the
-sufficient-decrease test, ``f(z+) <= f(v) + <grad f(v), z+ - v> + L/2 ||z+ - v||^2``, is
-exactly ``||Phi (z+ - v)||^2 <= L ||z+ - v||^2``, which is how it is evaluated (from
+iteration tries ``L_k = L_DECREASE * L_{k-1}``; a signal whose trial fails the
+sufficient-decrease test keeps its iterate and retries with twice the constant in the
+next iteration (the backtracking loop, interleaved with the other signals' iterations so
+that it stays batched; ``n_iter`` counts such rejected trials, each one ``Phi`` and one
+``Phi^T``).  The momentum uses ``t_k = (1 + sqrt(1 + 4 t_{k-1}^2 L_k / L_{k-1})) / 2``,
+which keeps FISTA's ``O(1/k^2)`` rate.  The curvature along the iterates is often well
+below ``||Phi||^2`` (0.25-0.4 of it at the paper's 1-D size), so the steps are longer
+than ``1/||Phi||^2`` and the iterations fewer (there ~40 % fewer to a 1e-4 objective).
+The first trial is ``||Phi||^2`` estimated by Lanczos (:meth:`LinearOperator.norm`, cached
+on the operator and shared by ``W`` and its ``W.T`` views, times a small safety factor).
+For the quadratic data term the sufficient-decrease test,
+``f(z+) <= f(v) + <grad f(v), z+ - v> + L/2 ||z+ - v||^2``, is exactly
+``||Phi (z+ - v)||^2 <= L ||z+ - v||^2``, which is how it is evaluated (from
 products already at hand, without cancellation between objective values).
 
 On a CPU, the chunks of a large batch run on several threads at once when the operator
@@ -113,9 +114,6 @@ GAP_EVERY = 3
 L_DECREASE = 0.9
 #: the trial constant never goes below this fraction of the initial ``||Phi||^2`` estimate
 _L_FLOOR = 1e-9
-#: backtracks per iteration before a step is taken anyway (only reached with NaN data or
-#: an operator that is not linear)
-_MAX_BACKTRACKS = 64
 # data scaled by more than this (or less than its inverse) is normalised before solving
 _SCALE_LIMIT = 1e100
 
@@ -155,8 +153,8 @@ class LassoResult(RecoveryResult):
     Parameters
     ----------
     z, n_iter, converged, diverged, residual_norm, residual_norms
-        As for :class:`~modelcs.RecoveryResult` (``n_iter``: FISTA iterations, each one
-        ``Phi`` and one ``Phi^T`` application; ``converged``: whether
+        As for :class:`~modelcs.RecoveryResult` (``n_iter``: FISTA iterations, rejected
+        trial steps included, each one ``Phi`` and one ``Phi^T`` application; ``converged``: whether
         ``gap <= tol * objective`` or the gap reached the rounding floor).
     objective : float or ndarray (B,)
         ``0.5 ||y - Phi z||^2 + lam ||z||_1`` at ``z``.
@@ -718,41 +716,52 @@ def _fista_chunk(
     # extrapolation, so accurate to a few eps * ||y||)
     slack = 100 * eps * np.sqrt(yy)
 
+    Lt = L.copy()  # the trial step constant of the next iteration
     for it in range(1, max_iter + 1):
-        # --- trial step constant below the last accepted one (Scheinberg, Goldfarb & Bai
-        # 2014, FISTA-BKTR): the momentum uses t_new = (1 + sqrt(1 + 4 t^2 Lt / L)) / 2
-        Lt = np.maximum(L * L_DECREASE, L_min)
+        # --- a step with the trial constant Lt (Scheinberg, Goldfarb & Bai 2014,
+        # FISTA-BKTR): the momentum uses t_new = (1 + sqrt(1 + 4 t^2 Lt / L)) / 2 with L
+        # the constant of the last accepted step
         t_new = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t * (Lt / L)))
         beta = (t - 1.0) / t_new
         v, Pv, z_new, Pz_new, gz_new = _prox_step(
             Phi, xp, z, z_prev, Pz, Pz_prev, gz, gz_prev, beta, Lt, lam, mask, c0)
         # --- sufficient decrease (with d = z_new - v, f(z_new) <= f(v) + <grad f(v), d>
         # + Lt/2 ||d||^2 is exactly ||Phi d||^2 <= Lt ||d||^2, no cancellation between
-        # objective values); where it fails, Lt doubles and the step is redone
+        # objective values)
         d = z_new - v
         dd = to_numpy(_sq(d, nb))
         ee = to_numpy(_sq(Pz_new - Pv, nb))
         bad = np.sqrt(ee) > np.sqrt(Lt * dd) + slack
-        for _ in range(_MAX_BACKTRACKS):
-            if not bad.any():
-                break
-            sel = np.flatnonzero(bad)
-            sx = xp.asarray(sel)
-            Lt[sel] *= 2.0
-            t_new[sel] = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t[sel] ** 2 * (Lt[sel] / L[sel])))
-            beta[sel] = (t[sel] - 1.0) / t_new[sel]
-            vs, Pvs, zs, Pzs, gzs = _prox_step(
-                Phi, xp, z[sx], z_prev[sx], Pz[sx], Pz_prev[sx], gz[sx], gz_prev[sx],
-                beta[sel], Lt[sel], lam[sel], None if mask is None else mask[sx], c0[sx])
-            if v is z:   # v, Pv alias the iterates when no signal had momentum
-                v, Pv = z.copy(), Pz.copy()
-            v[sx], Pv[sx], z_new[sx], Pz_new[sx], gz_new[sx] = vs, Pvs, zs, Pzs, gzs
-            ds = zs - vs
-            d[sx] = ds
-            dd[sel] = to_numpy(_sq(ds, sel.size))
-            ee[sel] = to_numpy(_sq(Pzs - Pvs, sel.size))
-            bad[sel] = np.sqrt(ee[sel]) > np.sqrt(Lt[sel] * dd[sel]) + slack[sel]
-        L, t = Lt, t_new
+        # --- adaptive restart (O'Donoghue & Candes 2015): when the step opposes the
+        # momentum, <v - z_new, z_new - z> > 0, i.e. <d, z_new> < <d, z>, the next step
+        # starts without momentum
+        rs = None
+        if restart:
+            rs = to_numpy(_dot(d, z_new, nb)) < to_numpy(_dot(d, z, nb))
+        if bad.any():
+            # a rejected trial: these signals keep their iterates and retry from them
+            # with twice the constant in the next iteration (the backtracking loop of
+            # FISTA-BKTR, interleaved with the other signals' iterations, so that it runs
+            # batched; it costs those signals an iteration)
+            sel = xp.asarray(np.flatnonzero(bad))
+            z_new[sel] = z[sel]          # z_new, gz_new and the old z, gz are arrays of
+            gz_new[sel] = gz[sel]        # this loop; Pz_new may be an operator's output
+            z[sel] = z_prev[sel]         # (the next z_prev)
+            gz[sel] = gz_prev[sel]
+            by = _bcol(xp.asarray(bad), Pz.ndim)
+            Pz_new = xp.where(by, Pz, Pz_new)
+            Pz = xp.where(by, Pz_prev, Pz)
+            if rs is not None:
+                rs &= ~bad
+            t_new = np.where(bad, t, t_new)
+            L = np.where(bad, L, Lt)
+            Lt = np.where(bad, 2.0 * Lt, np.maximum(Lt * L_DECREASE, L_min))
+        else:
+            L = Lt
+            Lt = np.maximum(Lt * L_DECREASE, L_min)
+        t = t_new
+        if rs is not None:
+            t[rs] = 1.0
 
         # --- duality gap at z_new (Phi^T r = -gz_new, restricted to the support)
         r = y - Pz_new
@@ -774,13 +783,6 @@ def _fista_chunk(
                     hist.append(np.full(B_all, np.nan))
         hist[it][idx_np] = np.sqrt(rr)
 
-        # --- adaptive restart (O'Donoghue & Candes 2015): when the step opposes the
-        # momentum, <v - z_new, z_new - z> > 0, i.e. <d, z_new> < <d, z>, the next step
-        # starts without momentum
-        if restart:
-            rs = to_numpy(_dot(d, z_new, nb)) < to_numpy(_dot(d, z, nb))
-            t[rs] = 1.0
-
         z_prev, Pz_prev, gz_prev = z, Pz, gz
         z, Pz, gz = z_new, Pz_new, gz_new
 
@@ -791,7 +793,8 @@ def _fista_chunk(
         done = met if check else np.zeros(nb, dtype=bool)
         fin = done
         if callback is not None and callback(
-            {"iteration": it, "z": z, "active": idx_np.copy(), "objective": obj, "gap": gap}
+            {"iteration": it, "z": z.copy(), "active": idx_np.copy(), "objective": obj,
+             "gap": gap}
         ):
             fin = np.ones(nb, dtype=bool)
         if it == max_iter:
@@ -814,7 +817,7 @@ def _fista_chunk(
             if mask is not None:
                 mask = mask[kx]
             idx_np = idx_np[keep]
-            lam, floor, L, t, slack, yy = (
-                lam[keep], floor[keep], L[keep], t[keep], slack[keep], yy[keep]
+            lam, floor, L, Lt, t, slack, yy = (
+                lam[keep], floor[keep], L[keep], Lt[keep], t[keep], slack[keep], yy[keep]
             )
             nb = keep.size
