@@ -38,6 +38,7 @@ SHARED = {
     "modelcs._krylov",
     "modelcs._safeio",
     "modelcs._memory",
+    "modelcs._parallel",
     "modelcs._padding",
     "modelcs._cli",
     "modelcs.frames._pooling",

@@ -494,6 +494,14 @@ def test_threads_give_the_same_result_and_skip_user_operators(monkeypatch):
     assert len(callers) > 1
     np.testing.assert_allclose(safe.objective, ref.objective, rtol=1e-12)
 
+    # called from a thread of the user's own (a Dask worker): no threads of its own
+    callers.clear()
+    worker = threading.Thread(
+        target=lambda: lasso(SafeOp(), Yb, 0.1 * np.abs(Yb @ A).max(), tol=1e-6))
+    worker.start()
+    worker.join()
+    assert callers == {worker.ident}
+
 
 def test_thread_count_from_the_environment(monkeypatch):
     from modelcs._parallel import thread_count

@@ -59,8 +59,10 @@ products already at hand, without cancellation between objective values).
 
 On a CPU, the chunks of a large batch run on several threads at once when the operator
 is :attr:`~modelcs.LinearOperator.threadsafe` (``MODELCS_NUM_THREADS`` threads, default
-the usable CPUs); every chunk computes the same thing
-whichever thread runs it, so the result does not depend on the thread count.
+the usable CPUs) and ``lasso`` is called from the main thread (a caller that runs solves
+on its own threads, such as a Dask worker, already uses the cores); every chunk computes
+the same thing whichever thread runs it, so the result does not depend on the thread
+count.
 """
 
 from __future__ import annotations
@@ -154,8 +156,9 @@ class LassoResult(RecoveryResult):
     ----------
     z, n_iter, converged, diverged, residual_norm, residual_norms
         As for :class:`~modelcs.RecoveryResult` (``n_iter``: FISTA iterations, rejected
-        trial steps included, each one ``Phi`` and one ``Phi^T`` application; ``converged``: whether
-        ``gap <= tol * objective`` or the gap reached the rounding floor).
+        trial steps included, each one ``Phi`` and one ``Phi^T`` application;
+        ``converged``: whether ``gap <= tol * objective`` or the gap reached the rounding
+        floor).
     objective : float or ndarray (B,)
         ``0.5 ||y - Phi z||^2 + lam ||z||_1`` at ``z``.
     gap : float or ndarray (B,)
@@ -598,8 +601,12 @@ def _fista(
     size = act.size if callback is not None else _chunk_size(z_out, y)
     chunks = [act[s:s + size] for s in range(0, act.size, size)]
     # chunks run on threads at once where the operator is known to be thread-safe
-    # (modelcs's own operators; a user's matvec may not be) and on the CPU
-    threads = thread_count() if (xp is np and getattr(Phi, "threadsafe", False)) else 1
+    # (modelcs's own operators; a user's matvec may not be), on the CPU, and when called
+    # from the main thread: a caller running solves on its own threads (a Dask worker)
+    # already uses the cores, and the BLAS thread limit set meanwhile is process-wide
+    threads = 1
+    if xp is np and Phi.threadsafe and threading.current_thread() is threading.main_thread():
+        threads = thread_count()
     lock = threading.Lock() if threads > 1 and len(chunks) > 1 else None
 
     def one(chunk: np.ndarray) -> None:
