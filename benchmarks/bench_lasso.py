@@ -30,10 +30,11 @@ call, against scikit-learn fitting them one by one, as one multi-target ``Lasso`
 ``sklearn.decomposition.sparse_encode(algorithm='lasso_cd')`` does); a method's time is
 its loosest tolerance that brings every problem within the target (see ``case_batch``).
 A batched modelcs call runs its chunks on ``MODELCS_NUM_THREADS`` threads (default: the
-usable CPUs); the row "1 thread" repeats it on one, as scikit-learn's coordinate descent
-runs.  Lines starting ``==>`` give the ratios the issue tracker asks for (single C1 >= 2x,
-batched >= 20x).  Small GEMMs suffer from OpenBLAS's thread spinning when the machine is
-loaded; state ``uptime`` and ``OPENBLAS_NUM_THREADS`` with the numbers.
+usable CPUs); the row "1 thread" repeats it on one core (BLAS held to one thread too), as
+scikit-learn's coordinate descent runs.  Lines starting ``==>`` give the ratios the issue
+tracker asks for (single C1 >= 2x, batched >= 20x).  Small GEMMs suffer from OpenBLAS's
+thread spinning when the machine is loaded; state ``uptime`` and ``OPENBLAS_NUM_THREADS``
+with the numbers.
 
 Run: ``python benchmarks/bench_lasso.py [--no-vgg] [--batch N]``
 """
@@ -41,6 +42,7 @@ Run: ``python benchmarks/bench_lasso.py [--no-vgg] [--batch N]``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing as mp
 import os
 import queue as queue_mod
@@ -48,6 +50,7 @@ import time
 import warnings
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from modelcs import ConvOperator, lasso
 
@@ -254,7 +257,9 @@ def case_batch(W, B, rng):
         if threads is not None:
             os.environ["MODELCS_NUM_THREADS"] = str(threads)
         try:
-            t, res = timed(lambda: lasso(W.T, Y[idx], lam, tol=tol))
+            # one thread means one core: BLAS held to one thread too
+            with threadpool_limits(limits=threads) if threads else contextlib.nullcontext():
+                t, res = timed(lambda: lasso(W.T, Y[idx], lam, tol=tol))
         finally:
             if threads is not None:
                 if saved is None:
