@@ -289,7 +289,6 @@ class _Adjoint(LinearOperator):
         super().__init__(op.out_shape, op.in_shape, op.dtype)
         self.op = op
 
-
     @property
     def threadsafe(self) -> bool:  # type: ignore[override]
         return self.op.threadsafe
@@ -325,7 +324,6 @@ class _Composition(LinearOperator):
         super().__init__(B.in_shape, A.out_shape, np.result_type(A.dtype, B.dtype))
         self.A, self.B = A, B
 
-
     @property
     def threadsafe(self) -> bool:  # type: ignore[override]
         return self.A.threadsafe and self.B.threadsafe
@@ -341,7 +339,6 @@ class _Scaled(LinearOperator):
     def __init__(self, op: LinearOperator, c: float):
         super().__init__(op.in_shape, op.out_shape, op.dtype)
         self.op, self.c = op, c
-
 
     @property
     def threadsafe(self) -> bool:  # type: ignore[override]
@@ -403,7 +400,6 @@ class MaskedOperator(LinearOperator):
         super().__init__(op.in_shape, op.out_shape, op.dtype)
         self.op, self.mask = op, mask
 
-
     @property
     def threadsafe(self) -> bool:  # type: ignore[override]
         return self.op.threadsafe
@@ -435,7 +431,6 @@ class _Sum(LinearOperator):
             )
         super().__init__(A.in_shape, A.out_shape, np.result_type(A.dtype, B.dtype))
         self.A, self.B = A, B
-
 
     @property
     def threadsafe(self) -> bool:  # type: ignore[override]
@@ -478,7 +473,6 @@ class _VStack(LinearOperator):
             out_shape = (sum(self._sizes),)
         super().__init__(in_shape, out_shape, np.result_type(*[o.dtype for o in ops]))
         self.ops = ops
-
 
     @property
     def threadsafe(self) -> bool:  # type: ignore[override]

@@ -641,46 +641,6 @@ def _dot(a: Any, b: Any, nb: int) -> Any:
     return xp.einsum("ij,ij->i", a.reshape(nb, -1), b.reshape(nb, -1))
 
 
-def _prox_step(
-    Phi: LinearOperator, xp: Any, z: Any, z_prev: Any, Pz: Any, Pz_prev: Any, gz: Any,
-    gz_prev: Any, beta: np.ndarray, Lt: np.ndarray, lam: np.ndarray, mask: Any, c0: Any,
-) -> tuple[Any, Any, Any, Any, Any]:
-    """One proximal gradient step from the extrapolated point, per signal.
-
-    ``v = z + beta (z - z_prev)`` (its products ``Phi v`` and ``Phi^T Phi v - Phi^T y`` by
-    linearity from those of ``z`` and ``z_prev``), then ``z+ = soft(v - grad / Lt, lam / Lt)``
-    and its products (one ``Phi``, one ``Phi^T``).  Returns ``(v, Pv, z+, Phi z+, grad+)``.
-    """
-    nb, nd, ny = z.shape[0], z.ndim, Pz.ndim
-    dt = z.dtype
-    if beta.any():
-        bz = _bcol(xp.asarray(beta.astype(dt)), nd)
-        v = z - z_prev
-        v *= bz
-        v += z
-        gv = gz - gz_prev
-        gv *= bz
-        gv += gz
-        Pv = Pz - Pz_prev
-        Pv *= bz.reshape((nb,) + (1,) * (ny - 1))
-        Pv += Pz
-    else:
-        v, gv, Pv = z, gz, Pz
-    # proximal gradient step: z_new = soft(v - gv / Lt, lam / Lt)
-    u = gv * _bcol(xp.asarray((-1.0 / Lt).astype(dt)), nd)
-    u += v
-    thr = _bcol(xp.asarray((lam / Lt).astype(dt)), nd)
-    z_new = xp.maximum(u, -thr)          # soft threshold: u - clip(u, -thr, thr)
-    xp.minimum(z_new, thr, out=z_new)
-    xp.subtract(u, z_new, out=z_new)
-    if mask is not None:
-        z_new *= mask
-    Pz_new = Phi @ z_new
-    # (not in place: an operator given as a user's matvec may return shared memory)
-    gz_new = Phi.T @ Pz_new - c0
-    return v, Pv, z_new, Pz_new, gz_new
-
-
 def _fista_chunk(
     Phi: LinearOperator, xp: Any, dt: Any, y_all: Any, c0_all: Any, mask_all: Any,
     zinit: Any, lam_all: np.ndarray, yy_all: np.ndarray, L0: float, idx_np: np.ndarray,
@@ -690,12 +650,14 @@ def _fista_chunk(
 ) -> None:
     """FISTA on the signals ``idx_np`` (all started together, so one iteration counter).
 
-    Per iteration: one ``Phi`` and one ``Phi^T`` application (plus one pair per backtrack
-    of a signal whose trial step failed), the products at the extrapolated point formed
-    from those at the last two iterates, and a fixed set of per-signal reductions
-    (residual, l1 norm, ``max |Phi^T r|``, two inner products for the step test, two for
-    the restart test), with as few temporaries as possible.
+    Per iteration: one ``Phi`` and one ``Phi^T`` application (a signal whose trial step
+    fails keeps its iterate, so a rejected trial is an iteration like any other), the
+    products at the extrapolated point formed from those at the last two iterates, and a
+    fixed set of per-signal reductions (residual, l1 norm, ``max |Phi^T r|``, two squared
+    norms for the step test, two inner products for the restart test), with as few
+    temporaries as possible.
     """
+    nd, ny = z_out.ndim, y_all.ndim
     B_all = z_out.shape[0]
     eps = float(np.finfo(dt).eps)
     idx_np = idx_np.copy()
@@ -730,12 +692,36 @@ def _fista_chunk(
         # the constant of the last accepted step
         t_new = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t * (Lt / L)))
         beta = (t - 1.0) / t_new
-        v, Pv, z_new, Pz_new, gz_new = _prox_step(
-            Phi, xp, z, z_prev, Pz, Pz_prev, gz, gz_prev, beta, Lt, lam, mask, c0)
+        # extrapolated point v = z + beta (z - z_prev), its products by linearity
+        if beta.any():
+            bz = _bcol(xp.asarray(beta.astype(dt)), nd)
+            v = z - z_prev
+            v *= bz
+            v += z
+            gv = gz - gz_prev
+            gv *= bz
+            gv += gz
+            Pv = Pz - Pz_prev
+            Pv *= bz.reshape((nb,) + (1,) * (ny - 1))
+            Pv += Pz
+        else:
+            v, gv, Pv = z, gz, Pz
+        # proximal gradient step: z_new = soft(v - gv / Lt, lam / Lt)
+        u = gv * _bcol(xp.asarray((-1.0 / Lt).astype(dt)), nd)
+        u += v
+        thr = _bcol(xp.asarray((lam / Lt).astype(dt)), nd)
+        z_new = xp.maximum(u, -thr)          # soft threshold: u - clip(u, -thr, thr)
+        xp.minimum(z_new, thr, out=z_new)
+        xp.subtract(u, z_new, out=z_new)
+        if mask is not None:
+            z_new *= mask
+        Pz_new = Phi @ z_new
+        # (not in place: an operator given as a user's matvec may return shared memory)
+        gz_new = Phi.T @ Pz_new - c0
         # --- sufficient decrease (with d = z_new - v, f(z_new) <= f(v) + <grad f(v), d>
         # + Lt/2 ||d||^2 is exactly ||Phi d||^2 <= Lt ||d||^2, no cancellation between
         # objective values)
-        d = z_new - v
+        d = xp.subtract(z_new, v, out=u)
         dd = to_numpy(_sq(d, nb))
         ee = to_numpy(_sq(Pz_new - Pv, nb))
         bad = np.sqrt(ee) > np.sqrt(Lt * dd) + slack
