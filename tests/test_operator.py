@@ -448,8 +448,11 @@ def test_engine_policy_setting_and_context(rng):
     assert rgb._choose(rng.standard_normal(rgb.in_shape).astype(np.float32)) == "gemm"
     wide = ConvOperator.random(512, 512, (3, 3), (15, 15), rng=0)  # float64, 512 channels
     assert wide._choose(rng.standard_normal(wide.in_shape)) in ("gemm", "fft")
+    one_d32 = one_d.astype(np.float32)   # float32 1-D: NumPy below 2.5e8 multiply-adds
+    assert one_d32._choose(np.zeros((128, 32, 32), np.float32)) in ("gemm", "fft")
     if HAS_TORCH:
         assert big._choose(xb) == "torch"
+        assert one_d32._choose(np.zeros((1024, 32, 32), np.float32)) == "torch"
         # float64 2-D, few channels: PyTorch for batches, GEMM for a single signal
         assert tiny._choose(np.stack([xt, xt]).astype(np.float64)) == "torch"
         assert tiny._choose(xt.astype(np.float64)) in ("gemm", "fft")
@@ -469,3 +472,74 @@ def test_engine_policy_setting_and_context(rng):
         set_engine_policy(old)
     with pytest.raises(ValueError, match="parameter 'policy'"):
         set_engine_policy("fast")
+
+
+# ------------------------------------------------------------------ astype
+def _astype_cases():
+    import scipy.sparse as sp
+
+    from modelcs import MatrixOperator, vstack
+    from modelcs.operators.base import MaskedOperator
+
+    W = ConvOperator.random(6, 3, 3, 12, rng=0)
+    W2 = ConvOperator.random(6, 3, 3, 12, rng=1)
+    A = np.random.default_rng(2).standard_normal((7, 5))
+    mask = np.random.default_rng(3).random(W.out_shape) < 0.5
+    return {
+        "conv": W, "adjoint": W.T, "scaled": 2.5 * W, "sum": W - W2,
+        "composition": MatrixOperator(A) @ MatrixOperator(A.T @ A),
+        "vstack": vstack([W, -W2]), "masked": MaskedOperator(W.T, mask),
+        "dense": MatrixOperator(A), "sparse": MatrixOperator(sp.csr_array(A)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_astype_cases()))
+def test_astype_gives_the_same_operator_in_float32(name):
+    """``op.astype(float32)`` computes the same map in float32 (to float32 rounding);
+    the own dtype returns ``op`` itself, and the cast copy is built once."""
+    op = _astype_cases()[name]
+    assert op.astype(np.float64) is op
+    op32 = op.astype(np.float32)
+    assert op32.dtype == np.float32 and op.astype("float32") is op32
+    assert (op32.in_shape, op32.out_shape) == (op.in_shape, op.out_shape)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, *op.in_shape))
+    y = rng.standard_normal((3, *op.out_shape))
+    for got, want in ((op32 @ x.astype(np.float32), op @ x),
+                      (op32.T @ y.astype(np.float32), op.T @ y)):
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    assert op32.astype(np.float64).dtype == np.float64
+
+
+def test_astype_refuses_what_it_cannot_cast():
+    from modelcs import LinearOperator, as_operator
+
+    A = np.eye(3)
+
+    class UserOp:
+        shape, dtype = A.shape, A.dtype
+
+        def matvec(self, x):
+            return A @ x
+
+        def rmatvec(self, y):
+            return A.T @ y
+
+    class Diag(LinearOperator):
+        def __init__(self):
+            super().__init__((3,), (3,), np.float64)
+
+        def _forward(self, x):
+            return 2 * x
+
+        def _adjoint(self, y):
+            return 2 * y
+
+    with pytest.raises(NotImplementedError, match="matrix-free UserOp"):
+        as_operator(UserOp()).astype(np.float32)
+    with pytest.raises(NotImplementedError, match="Diag cannot compute in float32"):
+        Diag().astype(np.float32)
+    assert Diag().astype(np.float64).dtype == np.float64
+    with pytest.raises(TypeError, match="parameter 'dtype' must be float32 or float64"):
+        ConvOperator.random(2, 1, 3, 8, rng=0).astype(np.float16)

@@ -124,6 +124,58 @@ class LinearOperator:
             "dense matrix, or apply it with op @ x"
         )
 
+    # ------------------------------------------------------------------ dtype
+    def astype(self, dtype: Any) -> LinearOperator:
+        """The same operator computing in ``dtype`` (float32 or float64).
+
+        Returns ``self`` when ``dtype`` is the operator's own; otherwise a cast copy (of the
+        filters, the matrix, ...), built once and cached on the operator.  Solvers use it
+        to do most of their iterations in float32 and certify the result in float64
+        (:func:`modelcs.lasso`).
+
+        Parameters
+        ----------
+        dtype : data-type
+            ``float32`` or ``float64``.
+
+        Returns
+        -------
+        LinearOperator
+
+        Raises
+        ------
+        NotImplementedError
+            If the operator cannot compute in another dtype: a matrix-free object of the
+            user's (its ``matvec`` decides its own precision) or a subclass without
+            ``_astype``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from modelcs import ConvOperator
+        >>> W = ConvOperator.random(4, 2, 3, 10, rng=0)
+        >>> W.T.astype(np.float32).dtype, W.astype(np.float64) is W
+        (dtype('float32'), True)
+        """
+        dt = np.dtype(dtype)
+        if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise TypeError(f"parameter 'dtype' must be float32 or float64; got {dtype!r}")
+        if dt == self.dtype:
+            return self
+        cache = self.__dict__.setdefault("_astype_cache", {})
+        op = cache.get(dt.str)
+        if op is None:
+            op = self._astype(dt)
+            cache[dt.str] = op
+        return op  # type: ignore[no-any-return]
+
+    def _astype(self, dtype: np.dtype) -> LinearOperator:
+        """The cast copy behind :meth:`astype` (``dtype`` differs from :attr:`dtype`)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot compute in {dtype}: implement _astype(dtype) to "
+            "return the same operator in that dtype"
+        )
+
     # ------------------------------------------------------------------ norm
     def norm(self) -> float:
         """Estimate of the spectral norm ``||op||_2``, computed once and cached on the operator.
@@ -293,6 +345,9 @@ class _Adjoint(LinearOperator):
     def threadsafe(self) -> bool:  # type: ignore[override]
         return self.op.threadsafe
 
+    def _astype(self, dtype: np.dtype) -> LinearOperator:
+        return self.op.astype(dtype).T
+
     def _forward(self, x: Any) -> Any:
         return self.op._adjoint(x)
 
@@ -328,6 +383,9 @@ class _Composition(LinearOperator):
     def threadsafe(self) -> bool:  # type: ignore[override]
         return self.A.threadsafe and self.B.threadsafe
 
+    def _astype(self, dtype: np.dtype) -> LinearOperator:
+        return _Composition(self.A.astype(dtype), self.B.astype(dtype))
+
     def _forward(self, x: Any) -> Any:
         return self.A._forward(self.B._forward(x))
 
@@ -343,6 +401,9 @@ class _Scaled(LinearOperator):
     @property
     def threadsafe(self) -> bool:  # type: ignore[override]
         return self.op.threadsafe
+
+    def _astype(self, dtype: np.dtype) -> LinearOperator:
+        return _Scaled(self.op.astype(dtype), self.c)
 
     def _forward(self, x: Any) -> Any:
         return self.op._forward(x) * self.c
@@ -404,6 +465,9 @@ class MaskedOperator(LinearOperator):
     def threadsafe(self) -> bool:  # type: ignore[override]
         return self.op.threadsafe
 
+    def _astype(self, dtype: np.dtype) -> LinearOperator:
+        return MaskedOperator(self.op.astype(dtype), self.mask)
+
     def _check(self, v: Any) -> None:
         if self.batch is not None and v.shape[0] != self.batch:
             raise ValueError(
@@ -435,6 +499,9 @@ class _Sum(LinearOperator):
     @property
     def threadsafe(self) -> bool:  # type: ignore[override]
         return self.A.threadsafe and self.B.threadsafe
+
+    def _astype(self, dtype: np.dtype) -> LinearOperator:
+        return _Sum(self.A.astype(dtype), self.B.astype(dtype))
 
     def _forward(self, x: Any) -> Any:
         return self.A._forward(x) + self.B._forward(x)
@@ -477,6 +544,9 @@ class _VStack(LinearOperator):
     @property
     def threadsafe(self) -> bool:  # type: ignore[override]
         return all(o.threadsafe for o in self.ops)
+
+    def _astype(self, dtype: np.dtype) -> LinearOperator:
+        return _VStack([o.astype(dtype) for o in self.ops])
 
     def _forward(self, x: Any) -> Any:
         xp = get_array_module(x)

@@ -56,6 +56,7 @@ from .policy import (
     TORCH_MAX_PIXELS_F64,
     TORCH_MIN_CHANNELS_F32,
     TORCH_MIN_FLOPS,
+    TORCH_MIN_FLOPS_1D_F32,
     TORCH_MIN_FLOPS_SINGLE_F32,
     TORCH_MIN_PIXELS_SINGLE_F32,
     get_engine_policy,
@@ -317,7 +318,14 @@ class ConvOperator(LinearOperator):
         return ConvOperator(self._filters, self.input_spatial, dtype=self.dtype, **params)
 
     def astype(self, dtype: Any) -> ConvOperator:
-        """The same operator with filters cast to ``dtype`` (float32 or float64)."""
+        """The same operator with filters cast to ``dtype`` (float32 or float64).
+
+        ``self`` when ``dtype`` is already :attr:`dtype`; the cast copy is cached
+        (:meth:`LinearOperator.astype`).
+        """
+        return super().astype(dtype)  # type: ignore[return-value]
+
+    def _astype(self, dtype: np.dtype) -> ConvOperator:
         return ConvOperator(self._filters, self.input_spatial, dtype=dtype, **self._params())
 
     def normalized(self) -> ConvOperator:
@@ -534,6 +542,8 @@ class ConvOperator(LinearOperator):
             if (B == 1 and math.prod(self.output_spatial) < TORCH_MIN_PIXELS_SINGLE_F32
                     and macs < TORCH_MIN_FLOPS_SINGLE_F32):
                 return False  # one small image: the channels-first GEMM is as fast
+            if self.ndim_spatial == 1 and macs < TORCH_MIN_FLOPS_1D_F32:
+                return False  # conv1d loses to GEMM below large 1-D problems
             return Mg >= TORCH_MIN_CHANNELS_F32 and macs >= TORCH_MIN_FLOPS
         if dtype == np.float64 and self.ndim_spatial == 2 and B > 1:
             # float64 2-D batches: PyTorch's native kernels win up to moderate channel

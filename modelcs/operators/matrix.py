@@ -167,6 +167,15 @@ class MatrixOperator(LinearOperator):
         """True for a dense or sparse matrix; a matrix-free object may keep state."""
         return self.kind != "linop"
 
+    def _astype(self, dtype: np.dtype) -> LinearOperator:
+        if self.kind == "linop":
+            raise NotImplementedError(
+                f"a MatrixOperator wrapping a matrix-free {type(self.A).__name__} cannot "
+                f"compute in {dtype}: its matvec decides its own precision"
+            )
+        return MatrixOperator(self.A.astype(dtype), in_shape=self.in_shape,
+                              out_shape=self.out_shape)
+
     # ------------------------------------------------------------------ applying
     def _matmat(self, X: Any, adjoint: bool) -> Any:
         B = X.shape[0]

@@ -6,7 +6,8 @@ that choice may use:
 
 ``"auto"`` (default)
     NumPy data: PyTorch's convolution for float32 from a small size on (except with fewer
-    than :data:`TORCH_MIN_CHANNELS_F32` input channels per group), and for batches of
+    than :data:`TORCH_MIN_CHANNELS_F32` input channels per group, and for 1-D signals
+    below :data:`TORCH_MIN_FLOPS_1D_F32` multiply-adds), and for batches of
     float64 2-D signals with at most 256 filter-channel pairs, and up to
     :data:`TORCH_MAX_CHANNELS_F64` pairs and :data:`TORCH_MAX_PIXELS_F64` output pixels
     unless the NumPy FFT engine's operation count wins; the NumPy GEMM or FFT engine
@@ -44,6 +45,13 @@ x86 machine (AVX-512, OpenBLAS pinned to Haswell kernels, PyTorch 2.13 CPU):
   channels (15.3 against 12.7 ms): :data:`TORCH_MIN_PIXELS_SINGLE_F32` and
   :data:`TORCH_MIN_FLOPS_SINGLE_F32`.
 
+1-D float32 signals (``conv1d``; same machine, forward + adjoint, batches of 2-128):
+PyTorch lost below ~2.5e8 multiply-adds per forward pass, mostly by 1.5-3x (the paper's
+1-D size, 96 x 32 x 5 on 32 samples: 0.28 against 0.63 ms at a batch of 2, 0.72 against
+1.45 ms at 8, 5.4 against 8.0 ms at 128; 64 x 64 x 9 on 256 samples: 5.0 against 9.7 ms at
+8; one exception, the paper's size at a batch of 32: 1.7 against 1.2 ms), tied at
+2.9-4.0e8 and won above 1e9 (1.6-2.5x):  :data:`TORCH_MIN_FLOPS_1D_F32`.
+
 Below :data:`TORCH_MIN_FLOPS` multiply-adds, PyTorch's per-call overhead and thread
 wake-ups make it lose or tie, and on a loaded machine its threads lose badly (2.1 ms
 against 0.16 ms for GEMM in one observation), so NumPy keeps tiny calls.
@@ -64,6 +72,9 @@ POLICIES = ("auto", "numpy", "torch")
 #: float32 multiply-adds of one forward pass (batch included) from which ``"auto"``
 #: sends NumPy data to PyTorch (see the module docstring for where it comes from)
 TORCH_MIN_FLOPS = 2.0e5
+#: float32 1-D signals: forward passes (batch included) with fewer multiply-adds than
+#: this stay on NumPy
+TORCH_MIN_FLOPS_1D_F32 = 2.5e8
 #: float32: fewer input channels per group than this stay on NumPy (3-channel images)
 TORCH_MIN_CHANNELS_F32 = 5
 #: float32, a single signal with fewer output pixels than this stays on NumPy ...
