@@ -8,6 +8,7 @@ import cvxpy as cp
 import numpy as np
 import pytest
 from sklearn.linear_model import Lasso
+from threadpoolctl import threadpool_limits
 
 from modelcs import ConvOperator, LassoScaleWarning, lasso
 from modelcs.recovery.lasso import lasso_lambda_max, operator_norm_sq
@@ -186,16 +187,17 @@ def test_duality_gap_is_tested_every_gap_every_iterations(monkeypatch):
     y = np.random.default_rng(1).standard_normal((5, 6, 30))
     every = lasso_mod.GAP_EVERY
     assert every > 1
-    res = lasso(W.T, y, 0.3, tol=1e-8)
+    res = lasso(W.T, y, 0.3, tol=1e-8, mixed_precision=False)
     assert res.converged.all() and (res.n_iter % every == 0).all()
     monkeypatch.setattr(lasso_mod, "GAP_EVERY", 1)
-    one = lasso(W.T, y, 0.3, tol=1e-8)
+    one = lasso(W.T, y, 0.3, tol=1e-8, mixed_precision=False)
     assert one.converged.all()
     np.testing.assert_array_equal(res.n_iter, -(-one.n_iter // every) * every)
     # the gap keeps shrinking: the late test ends at least as close to the optimum
     assert (res.gap <= 1e-8 * res.objective).all()
     for b in range(5):  # the same iterates: run to the same iteration without stopping
-        capped = lasso(W.T, y[b], 0.3, tol=0.0, max_iter=int(res.n_iter[b]))
+        capped = lasso(W.T, y[b], 0.3, tol=0.0, max_iter=int(res.n_iter[b]),
+                       mixed_precision=False)
         assert capped.n_iter == res.n_iter[b]
         np.testing.assert_allclose(capped.z, res.z[b], rtol=1e-9, atol=1e-12)
     monkeypatch.setattr(lasso_mod, "GAP_EVERY", every)
@@ -346,7 +348,8 @@ def test_per_problem_stopping_easy_and_hard_problem(adaptive, monkeypatch):
     res = lasso(op, Y, lam, tol=1e-12, max_iter=50000)
     assert np.all(res.converged) and res.n_iter[0] < res.n_iter[1] / 3
     for b in range(2):
-        single = lasso(A, Y[b], lam[b], tol=1e-12, max_iter=50000)
+        # (in float64 throughout, like the batch on the counting operator)
+        single = lasso(A, Y[b], lam[b], tol=1e-12, max_iter=50000, mixed_precision=False)
         # the same iterations as alone, up to the rounding of batched vs single products
         # deciding a test at the last digit: the stopping test only with fixed steps; with
         # adaptive ones also the step tests (hundreds over ~1000 iterations), each of which
@@ -435,17 +438,24 @@ def test_threads_give_the_same_result_and_skip_user_operators(monkeypatch):
     calling thread (it may keep state)."""
     import threading
 
+    import modelcs.recovery.lasso as lasso_mod
+
+    monkeypatch.setattr(lasso_mod, "_CHUNK_BYTES", 1 << 20)
     W = ConvOperator.random(16, 2, 5, 420, rng=3)  # codes of 6500 entries: chunks of 16
     rng = np.random.default_rng(4)
     Y = rng.standard_normal((40, *W.in_shape))
     lam = 0.2 * np.abs(W @ Y).reshape(40, -1).max(axis=1)
     monkeypatch.setenv("MODELCS_NUM_THREADS", "1")
-    one = lasso(W.T, Y, lam, tol=1e-8)
+    # (BLAS on one thread here too, as it is inside the chunks of a threaded solve:
+    # OpenBLAS's float32 GEMM rounds differently on several threads)
+    with threadpool_limits(limits=1):
+        one = lasso(W.T, Y, lam, tol=1e-8)
     monkeypatch.setenv("MODELCS_NUM_THREADS", "3")
     three = lasso(W.T, Y, lam, tol=1e-8)
     assert one.converged.all()
     for f in ("z", "n_iter", "objective", "gap", "residual_norms"):
         np.testing.assert_array_equal(getattr(three, f), getattr(one, f))
+    assert lasso_mod._chunk_size(W.astype(np.float32) @ Y[:1].astype(np.float32), Y) < 40
     from modelcs import MatrixOperator, as_operator
 
     assert W.T.threadsafe and (2.0 * W.T).threadsafe and MatrixOperator(np.eye(3)).threadsafe
@@ -468,7 +478,7 @@ def test_threads_give_the_same_result_and_skip_user_operators(monkeypatch):
     assert not as_operator(UserOp()).threadsafe
     res = lasso(UserOp(), Yb, 0.1 * np.abs(Yb @ A).max(), tol=1e-6)
     assert res.converged.all() and callers == {threading.get_ident()}
-    ref = lasso(A, Yb, 0.1 * np.abs(Yb @ A).max(), tol=1e-6)
+    ref = lasso(A, Yb, 0.1 * np.abs(Yb @ A).max(), tol=1e-6, mixed_precision=False)
     np.testing.assert_allclose(res.objective, ref.objective, rtol=1e-5)
 
     # the same object declared thread-safe: its chunks do run on several threads
@@ -531,3 +541,112 @@ def test_adaptive_steps_take_fewer_iterations_to_the_same_solution(monkeypatch):
     assert adaptive.converged.all() and fixed.converged.all()
     assert (adaptive.n_iter <= 0.75 * fixed.n_iter).all()
     np.testing.assert_allclose(adaptive.objective, fixed.objective, rtol=2e-8)
+
+
+# ---------------------------------------------------------------- mixed precision
+def _float64_gap(A, Y, lam, Z):
+    """Objective and duality gap of codes ``Z`` recomputed in float64 on the dense matrix
+    (dual point: the residual scaled into the dual feasible set)."""
+    R = Y - Z @ A.T
+    obj = 0.5 * (R * R).sum(1) + lam * np.abs(Z).sum(1)
+    s = np.minimum(1.0, lam / np.abs(R @ A).max(1))
+    theta = s[:, None] * R
+    dual = 0.5 * (Y * Y).sum(1) - 0.5 * ((Y - theta) ** 2).sum(1)
+    return obj, obj - dual
+
+
+@pytest.mark.parametrize("tol", [1e-2, 1e-6, 1e-10])
+def test_mixed_precision_is_certified_in_float64(tol):
+    """The default for float64 data on a castable operator: float32 iterations on the
+    normalised problem, then residual, gradient and gap recomputed in float64 and the
+    solve finished there.  The reported objective and gap are float64's (recomputed here
+    independently on the dense matrix), they meet ``tol``, and the optimum agrees with a
+    solve in float64 throughout within the two certified gaps, at any data scale."""
+    W = ConvOperator.random(24, 6, 5, 30, rng=2)
+    B = 12
+    scales = np.logspace(-4, 4, B)
+    Y = np.random.default_rng(3).standard_normal((B, 6, 30)) * scales[:, None, None]
+    lam = 0.1 * lasso_lambda_max(W.T, Y)
+    A = W.to_dense().T
+    mixed = lasso(W.T, Y, lam, tol=tol)
+    full = lasso(W.T, Y, lam, tol=tol, mixed_precision=False)
+    assert mixed.z.dtype == np.float64 and mixed.converged.all() and full.converged.all()
+    obj, gap = _float64_gap(A, Y.reshape(B, -1), lam, mixed.z.reshape(B, -1))
+    np.testing.assert_allclose(mixed.objective, obj, rtol=1e-11)
+    assert np.all(np.abs(mixed.gap - gap) <= 1e-6 * gap + 1e-11 * obj)
+    assert np.all(gap <= tol * obj + 1e-11 * obj)
+    assert np.all(np.abs(mixed.objective - full.objective)
+                  <= mixed.gap + full.gap + 1e-12 * obj)
+    assert np.all(mixed.n_iter <= 5000) and np.all(mixed.residual_norms[0] > 0)
+
+
+def test_mixed_precision_does_most_iterations_in_float32(monkeypatch):
+    """At a loose tolerance the float32 phase meets it and float64 only certifies:
+    one float64 product pair per signal (not counted as an iteration) after float32
+    iterations; ``mixed_precision=False`` never leaves float64."""
+    seen = []
+    orig = ConvOperator._forward
+
+    def spy(self, x):
+        seen.append((x.dtype, x.shape[0]))
+        return orig(self, x)
+
+    monkeypatch.setattr(ConvOperator, "_forward", spy)
+    W = ConvOperator.random(24, 6, 5, 30, rng=2)
+    Y = np.random.default_rng(3).standard_normal((8, 6, 30))
+    lam = 0.1 * lasso_lambda_max(W.T, Y)
+    W.norm()
+    seen.clear()
+    res = lasso(W.T, Y, lam, tol=1e-2)
+    f32 = sum(b for dt, b in seen if dt == np.float32)
+    f64 = sum(b for dt, b in seen if dt == np.float64)
+    # W (the Phi^T of each pair) in float64: Phi^T y once, and the certifying pair
+    assert f32 == res.n_iter.sum() and f64 == 2 * 8
+    seen.clear()
+    full = lasso(W.T, Y, lam, tol=1e-2, mixed_precision=False)
+    assert all(dt == np.float64 for dt, _ in seen) and full.converged.all()
+
+
+def test_mixed_precision_callback_and_errors():
+    """A callback sees float64 codes with their objective in both phases, numbered on
+    across the switch; ``mixed_precision=True`` where it cannot apply is an error naming
+    the parameter and why."""
+    W = ConvOperator.random(24, 6, 5, 30, rng=2)
+    Y = 1e3 * np.random.default_rng(3).standard_normal((4, 6, 30))
+    lam = 0.1 * lasso_lambda_max(W.T, Y)
+    A = W.to_dense().T
+    seen = []
+
+    def cb(info):
+        Z = info["z"].reshape(info["z"].shape[0], -1)
+        obj, _ = _float64_gap(A, Y.reshape(4, -1)[info["active"]], lam[info["active"]], Z)
+        seen.append((info["iteration"], info["z"].dtype,
+                     float(np.max(np.abs(info["objective"] / obj - 1)))))
+
+    res = lasso(W.T, Y, lam, tol=1e-8, mixed_precision=True, callback=cb)
+    assert res.converged.all()
+    assert [s[0] for s in seen] == list(range(1, len(seen) + 1))
+    assert all(s[1] == np.float64 for s in seen) and max(s[2] for s in seen) < 1e-5
+    plain = lasso(W.T, Y, lam, tol=1e-8, mixed_precision=True)
+    np.testing.assert_array_equal(plain.n_iter, res.n_iter)
+    np.testing.assert_allclose(plain.z, res.z, rtol=1e-9, atol=1e-12)
+
+    with pytest.raises(ValueError, match=r"'mixed_precision'=True cannot apply: the data is "
+                                         r"float32"):
+        lasso(W.astype(np.float32).T, Y.astype(np.float32), lam, mixed_precision=True)
+
+    class UserOp:
+        shape, dtype = A.shape, A.dtype
+
+        def matvec(self, x):
+            return A @ x
+
+        def rmatvec(self, y):
+            return A.T @ y
+
+    with pytest.raises(ValueError, match="'mixed_precision'=True cannot apply: .*matrix-free"):
+        lasso(UserOp(), Y.reshape(4, -1), lam, mixed_precision=True)
+    with pytest.raises(ValueError, match=r"'mixed_precision'=True cannot apply: \|\|Phi\|\|"):
+        lasso(1e20 * A, Y.reshape(4, -1), lam, mixed_precision=True)
+    with pytest.raises(TypeError, match="parameter 'mixed_precision' must be True, False or"):
+        lasso(A, Y.reshape(4, -1), lam, mixed_precision="yes")
