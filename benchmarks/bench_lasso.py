@@ -31,10 +31,12 @@ call, against scikit-learn fitting them one by one, as one multi-target ``Lasso`
 its loosest tolerance that brings every problem within the target (see ``case_batch``).
 A batched modelcs call runs its chunks on ``MODELCS_NUM_THREADS`` threads (default: the
 usable CPUs); the row "1 thread" repeats it on one core (BLAS held to one thread too), as
-scikit-learn's coordinate descent runs.  Lines starting ``==>`` give the ratios the issue
-tracker asks for (single C1 >= 2x, batched >= 20x).  Small GEMMs suffer from OpenBLAS's
-thread spinning when the machine is loaded; state ``uptime`` and ``OPENBLAS_NUM_THREADS``
-with the numbers.
+scikit-learn's coordinate descent runs.  modelcs iterates in float32 first and certifies
+and finishes in float64 (``lasso``'s mixed precision, its default for float64 data); the
+row "float64 only" runs every iteration in float64 (``mixed_precision=False``).  Lines
+starting ``==>`` give the ratios the issue tracker asks for (single C1 >= 2x, batched
+>= 20x).  Small GEMMs suffer from OpenBLAS's thread spinning when the machine is loaded;
+state ``uptime`` and ``OPENBLAS_NUM_THREADS`` with the numbers.
 
 Run: ``python benchmarks/bench_lasso.py [--no-vgg] [--batch N]``
 """
@@ -252,14 +254,14 @@ def case_batch(W, B, rng):
     Yv = Y.reshape(B, -1)
     runs = {}  # method -> list of (tol, time, per-problem objectives)
 
-    def ours(tol, idx, threads=None):
+    def ours(tol, idx, threads=None, mixed=None):
         saved = os.environ.get("MODELCS_NUM_THREADS")
         if threads is not None:
             os.environ["MODELCS_NUM_THREADS"] = str(threads)
         try:
             # one thread means one core: BLAS held to one thread too
             with threadpool_limits(limits=threads) if threads else contextlib.nullcontext():
-                t, res = timed(lambda: lasso(W.T, Y[idx], lam, tol=tol))
+                t, res = timed(lambda: lasso(W.T, Y[idx], lam, tol=tol, mixed_precision=mixed))
         finally:
             if threads is not None:
                 if saved is None:
@@ -292,6 +294,7 @@ def case_batch(W, B, rng):
     methods = {
         f"modelcs lasso, {B} in one call": ours,
         f"modelcs lasso, {B} in one call, 1 thread": lambda t, i: ours(t, i, threads=1),
+        f"modelcs lasso, {B} in one call, float64 only": lambda t, i: ours(t, i, mixed=False),
         f"scikit-learn Lasso, loop over {B}": sk_loop,
         "scikit-learn Lasso, multi-target y": sk_multi,
         "scikit-learn Lasso, multi-target + Gram": lambda t, i: sk_multi(t, i, gram=True),
@@ -322,20 +325,20 @@ def case_batch(W, B, rng):
                     break
     print(f"\n## C1, {B} problems (one W, {B} signals, lam = {lam:.4g}): time until every "
           f"problem is within {TARGET:g} of its best objective")
-    print(f"{'method':42} {'tol':>7} {'time [s]':>9} {'ms/problem':>10} {'x modelcs':>10} "
+    print(f"{'method':48} {'tol':>7} {'time [s]':>9} {'ms/problem':>10} {'x modelcs':>10} "
           f"{'reached':>8}")
     t_ours = None
     times = {}
     for name, rs in runs.items():
         if not rs:
-            print(f"{name:42} {'no tolerance reached the target':>40}")
+            print(f"{name:48} {'no tolerance reached the target':>40}")
             continue
         tol, t, f = rs[-1]
         frac = float(np.mean(f <= best * (1 + TARGET)))
         if t_ours is None:
             t_ours = t
         times[name] = t
-        print(f"{name:42} {tol:7.0e} {t:9.2f} {1e3 * t / B:10.2f} {t / t_ours:10.1f} "
+        print(f"{name:48} {tol:7.0e} {t:9.2f} {1e3 * t / B:10.2f} {t / t_ours:10.1f} "
               f"{100 * frac:7.1f}%")
     ref_name = f"scikit-learn Lasso, loop over {B}"
     sk_best = min((v for k, v in times.items() if k.startswith("scikit")), default=None)
@@ -348,6 +351,10 @@ def case_batch(W, B, rng):
         if one:
             print(f"    with modelcs on one thread: {times[ref_name] / one:.1f}x and "
                   f"{sk_best / one:.1f}x")
+        f64 = times.get(f"modelcs lasso, {B} in one call, float64 only")
+        if f64:
+            print(f"    with modelcs in float64 only: {times[ref_name] / f64:.1f}x and "
+                  f"{sk_best / f64:.1f}x")
 
 
 def _threads():

@@ -557,18 +557,19 @@ def _float64_gap(A, Y, lam, Z):
 
 @pytest.mark.parametrize("tol", [1e-2, 1e-6, 1e-10])
 def test_mixed_precision_is_certified_in_float64(tol):
-    """The default for float64 data on a castable operator: float32 iterations on the
-    normalised problem, then residual, gradient and gap recomputed in float64 and the
-    solve finished there.  The reported objective and gap are float64's (recomputed here
-    independently on the dense matrix), they meet ``tol``, and the optimum agrees with a
-    solve in float64 throughout within the two certified gaps, at any data scale."""
+    """Mixed precision (the default for float64 data at ``tol >= 1e-3``, asked for here at
+    every ``tol``): float32 iterations on the normalised problem, then residual, gradient
+    and gap recomputed in float64 and the solve finished there.  The reported objective
+    and gap are float64's (recomputed here independently on the dense matrix), they meet
+    ``tol``, and the optimum agrees with a solve in float64 throughout within the two
+    certified gaps, at any data scale."""
     W = ConvOperator.random(24, 6, 5, 30, rng=2)
     B = 12
     scales = np.logspace(-4, 4, B)
     Y = np.random.default_rng(3).standard_normal((B, 6, 30)) * scales[:, None, None]
     lam = 0.1 * lasso_lambda_max(W.T, Y)
     A = W.to_dense().T
-    mixed = lasso(W.T, Y, lam, tol=tol)
+    mixed = lasso(W.T, Y, lam, tol=tol, mixed_precision=True)
     full = lasso(W.T, Y, lam, tol=tol, mixed_precision=False)
     assert mixed.z.dtype == np.float64 and mixed.converged.all() and full.converged.all()
     obj, gap = _float64_gap(A, Y.reshape(B, -1), lam, mixed.z.reshape(B, -1))
@@ -583,7 +584,8 @@ def test_mixed_precision_is_certified_in_float64(tol):
 def test_mixed_precision_does_most_iterations_in_float32(monkeypatch):
     """At a loose tolerance the float32 phase meets it and float64 only certifies:
     one float64 product pair per signal (not counted as an iteration) after float32
-    iterations; ``mixed_precision=False`` never leaves float64."""
+    iterations; ``mixed_precision=False``, and by default a tolerance below 1e-3, never
+    leave float64."""
     seen = []
     orig = ConvOperator._forward
 
@@ -602,9 +604,10 @@ def test_mixed_precision_does_most_iterations_in_float32(monkeypatch):
     f64 = sum(b for dt, b in seen if dt == np.float64)
     # W (the Phi^T of each pair) in float64: Phi^T y once, and the certifying pair
     assert f32 == res.n_iter.sum() and f64 == 2 * 8
-    seen.clear()
-    full = lasso(W.T, Y, lam, tol=1e-2, mixed_precision=False)
-    assert all(dt == np.float64 for dt, _ in seen) and full.converged.all()
+    for kw in ({"tol": 1e-2, "mixed_precision": False}, {"tol": 1e-4}):  # 1e-4: by default
+        seen.clear()
+        full = lasso(W.T, Y, lam, **kw)
+        assert all(dt == np.float64 for dt, _ in seen) and full.converged.all()
 
 
 def test_mixed_precision_callback_and_errors():

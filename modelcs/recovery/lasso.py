@@ -57,20 +57,23 @@ For the quadratic data term the sufficient-decrease test,
 ``||Phi (z+ - v)||^2 <= L ||z+ - v||^2``, which is how it is evaluated (from
 products already at hand, without cancellation between objective values).
 
-**Mixed precision.**  For float64 data on an operator that can compute in float32
+**Mixed precision.**  For float64 data with a loose tolerance (``tol >= SINGLE_TOL``,
+``1e-3``) on an operator that can compute in float32
 (:meth:`~modelcs.LinearOperator.astype`: modelcs's convolutions, dense and sparse
-matrices and their combinations), the iterations first run in float32, on the problem
+matrices and their combinations), the iterations run in float32, on the problem
 normalised to ``||y_b|| = 1`` (the Lasso is positively homogeneous, so this only rescales
 the solution and keeps every quantity far from float32's range limits), until the
-duality gap is below ``max(tol, SINGLE_TOL)`` (``1e-4``, two orders of magnitude above
-where float32 rounding blurs the gap).  Then one float64 product pair recomputes residual,
-gradient and duality gap; signals that meet ``tol`` stop, the others go on in float64
-from there with the step constants they had reached.  The reported objective and gap are
-float64's and certify the result as in a float64 solve; an iteration in float32 costs
+duality gap meets ``tol``.  Then one float64 product pair recomputes residual, gradient
+and duality gap; signals that meet ``tol`` there stop, the others go on in float64 with
+the step constants and momentum they had reached.  The reported objective and gap are
+float64's and certify the result as in a float64 solve.  An iteration in float32 costs
 about half as much (half the memory traffic, twice the BLAS rate), and at the paper's 1-D
 size the float32 iterates need the same number of iterations (43.3 on 1000 problems at
-``tol=1e-2``), so there a loose tolerance costs 0.5-0.65 and ``tol=1e-6`` about 0.8 of
-a float64 solve.  ``mixed_precision=False`` keeps every iteration in float64.
+``tol=1e-2``): 1000 problems took 1.8-2.3 s against 3.3-3.4 s in float64 on two threads.
+Tighter tolerances stay in float64 by default: float32 rounding blurs the gap at 2-4e-5
+at the VGG conv5_2 size, and a float64 phase that starts from a float32 iterate needs
+extra iterations to get below it.  ``mixed_precision=True`` runs the float32 phase to
+``max(tol, SINGLE_TOL)`` at any tolerance, ``False`` never.
 
 On a CPU, the chunks of a large batch run on several threads at once when the operator
 is :attr:`~modelcs.LinearOperator.threadsafe` (``MODELCS_NUM_THREADS`` threads, default
@@ -133,10 +136,13 @@ GAP_EVERY = 3
 #: 1-D size, where this took the iterations to a 1e-4 objective from ~53 to ~33)
 L_DECREASE = 0.9
 #: mixed precision: the float32 phase stops at this relative duality gap (or at ``tol`` if
-#: looser), two orders of magnitude above where float32 rounding blurs the gap (~1e-6)
-SINGLE_TOL = 1e-4
-#: ... or once its gap is below this fraction of ``||y||^2 / 2`` (where float32's rounding,
-#: ~1e-6 of it, could keep the gap from ever meeting a relative test on a small objective)
+#: looser), and ``mixed_precision=None`` uses it for ``tol >= SINGLE_TOL`` only: float32
+#: rounding blurs the gap at ~1e-6 at the paper's 1-D size but at 2-4e-5 at the VGG
+#: conv5_2 size (4608-term sums), where a float32 phase run to 1e-4 cost the float64
+#: phase three extra iterations to reach 1e-6
+SINGLE_TOL = 1e-3
+#: ... or once its gap is below this fraction of ``||y||^2 / 2`` (where float32's rounding
+#: could keep the gap from ever meeting a relative test on a small objective)
 _SINGLE_FLOOR = 1e-5
 #: mixed precision needs ``||Phi||`` within these bounds (float32's range, with margin)
 _SINGLE_NORM = (1e-12, 1e12)
@@ -353,9 +359,10 @@ def lasso(
         removing the l1 shrinkage; ``z_lasso`` keeps the Lasso minimiser and
         ``objective``/``gap`` refer to it.
     mixed_precision : bool or None, default None
-        Iterate in float32 first and finish in float64 (module docstring).  ``None``: where
-        it applies (float64 data, an operator with a float32 version, ``||Phi||`` within
-        ``1e-12 .. 1e12``); ``True``: the same, but an error where it cannot apply;
+        Iterate in float32 first and certify (and if needed finish) in float64 (module
+        docstring).  ``None``: where it applies (float64 data, ``tol >= 1e-3``, an
+        operator with a float32 version, ``||Phi||`` within ``1e-12 .. 1e12``); ``True``:
+        at any ``tol`` (float32 down to a gap of 1e-3), an error where it cannot apply;
         ``False``: float64 throughout.  ``n_iter`` counts the iterations of both phases;
         the float64 product pair between them takes no step and is not counted.
     callback : callable, optional
@@ -465,7 +472,8 @@ def lasso(
 
     act = np.flatnonzero(lam_b < lam_max)
     single = None
-    if mixed_precision is not False and act.size and L0 > 0:
+    if (mixed_precision or (mixed_precision is None and tol >= SINGLE_TOL)) and act.size \
+            and L0 > 0:
         Phi32 = _single_operator(Phi, dt, L0, mixed_precision)
         if Phi32 is not None:
             single = _single_phase(Phi32, xp, yb, c0, zinit, lam_b, yy)
@@ -663,6 +671,12 @@ class _Single:
     gap: np.ndarray
     it: np.ndarray
     conv: np.ndarray
+    #: the momentum state each signal ends the phase with (previous iterate and its
+    #: products, FISTA's ``t``), carried into the float64 phase
+    z_prev: Any
+    Pz_prev: Any
+    gz_prev: Any
+    t: np.ndarray
 
 
 def _single_phase(Phi32: LinearOperator, xp: Any, y: Any, c0: Any, zinit: Any,
@@ -683,6 +697,8 @@ def _single_phase(Phi32: LinearOperator, xp: Any, y: Any, c0: Any, zinit: Any,
         zinit=None if zinit is None else div(zinit), lam=lam / scale, yy=yy / scale**2,
         z_out=xp.zeros(c0.shape, dtype=f32), obj=np.zeros(B), gap=np.zeros(B),
         it=np.zeros(B, dtype=np.int64), conv=np.zeros(B, dtype=bool),
+        z_prev=xp.zeros(c0.shape, dtype=f32), Pz_prev=xp.zeros(y.shape, dtype=f32),
+        gz_prev=xp.zeros(c0.shape, dtype=f32), t=np.ones(B),
     )
 
 
@@ -734,7 +750,7 @@ def _fista(
             sp.Phi, xp, np.float32, sp.y, sp.c0, mask, sp.zinit, sp.lam, sp.yy, L0, chunk,
             max_iter, max(tol, SINGLE_TOL), restart, sp.z_out, sp.obj, sp.gap, sp.it,
             sp.conv, hist, callback, lock, scale=sp.scale, L_all=L_all,
-            floor_rel=_SINGLE_FLOOR,
+            floor_rel=_SINGLE_FLOOR, carry=sp,
         )
         ci = xp.asarray(chunk)
         sc = xp.asarray(sp.scale[chunk]).reshape((-1,) + (1,) * (z_out.ndim - 1))
@@ -744,7 +760,7 @@ def _fista(
         _fista_chunk(
             Phi, xp, dt, y, c0, mask, z_out, lam_all, yy_all, L0, chunk,
             0 if stopped else max_iter, tol, restart, z_out, obj_out, gap_out, it_out,
-            conv_out, hist, callback, lock, L_all=L_all, offset=off, cb_base=last,
+            conv_out, hist, callback, lock, L_all=L_all, offset=off, cb_base=last, carry=sp,
         )
 
     run_parallel(one, chunks, threads)
@@ -797,6 +813,7 @@ def _fista_chunk(
     callback: Callable[[dict[str, Any]], Any] | None, lock: threading.Lock | None = None,
     *, scale: np.ndarray | None = None, L_all: np.ndarray | None = None,
     offset: np.ndarray | None = None, cb_base: int = 0, floor_rel: float = 0.0,
+    carry: _Single | None = None,
 ) -> tuple[int, bool]:
     """FISTA on the signals ``idx_np`` (all started together, so one iteration counter).
 
@@ -815,8 +832,12 @@ def _fista_chunk(
     ``Phi^T Phi z`` here takes no step and is not counted), the duality gap is tested at
     once, and ``max_iter`` caps their total.  ``cb_base`` numbers the callback's calls on
     from an earlier phase.  ``floor_rel`` raises the rounding floor of the gap test (the
-    float32 phase's :data:`_SINGLE_FLOOR`).  Returns the last iteration and whether a
-    callback stopped the solve.
+    float32 phase's :data:`_SINGLE_FLOOR`).  ``carry`` receives each signal's momentum
+    state at the end of the float32 phase and hands it to the continuation (so that the
+    switch of precision does not restart the momentum: the products of the previous
+    iterate keep their float32 rounding, which only enters the next extrapolated point;
+    every new iterate's products, and so the gap, are computed in float64).  Returns the
+    last iteration and whether a callback stopped the solve.
     """
     nd, ny = z_out.ndim, y_all.ndim
     B_all = z_out.shape[0]
@@ -877,9 +898,23 @@ def _fista_chunk(
         conv_out[gi] = met[sel]
         if L_all is not None:
             L_all[gi] = L[sel]
+        if carry is not None and offset is None:
+            gx, sx = xp.asarray(gi), xp.asarray(sel)
+            carry.z_prev[gx] = z_prev[sx]
+            carry.Pz_prev[gx] = Pz_prev[sx]
+            carry.gz_prev[gx] = gz_prev[sx]
+            carry.t[gi] = t[sel]
 
     it = 0
     if offset is not None:
+        if carry is not None:  # the momentum of the float32 phase, in the caller's scale
+            def back(a: Any) -> Any:
+                sc_ = xp.asarray(carry.scale[idx_np]).reshape((nb,) + (1,) * (a.ndim - 1))
+                return a[idx].astype(dt) * sc_
+
+            z_prev, Pz_prev, gz_prev = back(carry.z_prev), back(carry.Pz_prev), back(
+                carry.gz_prev)
+            t = carry.t[idx_np].copy()
         # the continuation: the duality gap at the starting point, in this dtype
         rr, obj, gap = gap_at(z, Pz, gz)
         _record(hist, off, idx_np, hist_vals(rr), B_all, lock)
@@ -892,7 +927,7 @@ def _fista_chunk(
                 return cb_base, False
             kx = xp.asarray(keep)
             z, Pz, gz = z[kx], Pz[kx], gz[kx]
-            z_prev, Pz_prev, gz_prev = z, Pz, gz
+            z_prev, Pz_prev, gz_prev = z_prev[kx], Pz_prev[kx], gz_prev[kx]
             y, c0 = y[kx], c0[kx]
             if mask is not None:
                 mask = mask[kx]
