@@ -721,8 +721,8 @@ def _fista(
     normalised problem until its duality gap is below ``max(tol, SINGLE_TOL)`` (or
     float32's rounding floor), then continues in ``dt`` from there: one product pair
     recomputes its residual and gradient, and with them the duality gap, in ``dt``; signals
-    that meet ``tol`` there stop, the others iterate on with the step constants they had
-    reached.
+    that meet ``tol`` there stop, the others iterate on with the step constants and the
+    momentum they had reached.
     """
     # (sized by the arrays that do most of the iterations: float32 in mixed precision)
     size = act.size if callback is not None else _chunk_size(
