@@ -448,7 +448,7 @@ def test_threads_give_the_same_result_and_skip_user_operators(monkeypatch):
     for dt in (np.float64, np.float32):
         code = W.astype(dt) @ Y[:1].astype(dt)
         assert lasso_mod._chunk_size(code, Y.astype(dt)) == 16
-    for tol in (1e-8, 1e-2):  # float64 throughout; mixed precision
+    for tol in (1e-6, 1e-2):  # float64 throughout; mixed precision
         monkeypatch.setenv("MODELCS_NUM_THREADS", "1")
         # (BLAS on one thread here too, as it is inside the chunks of a threaded solve:
         # OpenBLAS's float32 GEMM rounds differently on several threads)
