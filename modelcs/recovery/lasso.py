@@ -736,7 +736,8 @@ def _fista(
     if xp is np and Phi.threadsafe and threading.current_thread() is threading.main_thread():
         threads = thread_count()
     lock = threading.Lock() if threads > 1 and len(chunks) > 1 else None
-    L_all = np.full(lam_all.shape[0], L0)
+    # each signal's step constant, from the float32 phase to the float64 one
+    L_all = np.full(lam_all.shape[0], L0) if single is not None else None
 
     def one(chunk: np.ndarray) -> None:
         if single is None:
