@@ -906,112 +906,95 @@ def _fista_chunk(
             carry.gz_prev[gx] = gz_prev[sx]
             carry.t[gi] = t[sel]
 
-    it = 0
-    if offset is not None:
-        if carry is not None:  # the momentum of the float32 phase, in the caller's scale
-            def back(a: Any) -> Any:
-                sc_ = xp.asarray(carry.scale[idx_np]).reshape((nb,) + (1,) * (a.ndim - 1))
-                return a[idx].astype(dt) * sc_
+    if offset is not None and carry is not None:
+        # the momentum of the float32 phase, in the caller's scale
+        def back(a: Any) -> Any:
+            sc_ = xp.asarray(carry.scale[idx_np]).reshape((nb,) + (1,) * (a.ndim - 1))
+            return a[idx].astype(dt) * sc_
 
-            z_prev, Pz_prev, gz_prev = back(carry.z_prev), back(carry.Pz_prev), back(
-                carry.gz_prev)
-            t = carry.t[idx_np].copy()
-        # the continuation: the duality gap at the starting point, in this dtype
-        rr, obj, gap = gap_at(z, Pz, gz)
-        _record(hist, off, idx_np, hist_vals(rr), B_all, lock)
-        met = (gap <= tol * obj) | (gap <= floor)
-        fin = met | (cap <= 0)
-        if fin.any():
-            finish(np.flatnonzero(fin), 0, obj, gap, met)
-            keep = np.flatnonzero(~fin)
-            if keep.size == 0:
-                return cb_base, False
-            kx = xp.asarray(keep)
-            z, Pz, gz = z[kx], Pz[kx], gz[kx]
-            z_prev, Pz_prev, gz_prev = z_prev[kx], Pz_prev[kx], gz_prev[kx]
-            y, c0 = y[kx], c0[kx]
-            if mask is not None:
-                mask = mask[kx]
-            idx_np = idx_np[keep]
-            lam, floor, L, t, slack, yy, off, cap = (
-                lam[keep], floor[keep], L[keep], t[keep], slack[keep], yy[keep], off[keep],
-                cap[keep],
-            )
-            nb = keep.size
+        z_prev, Pz_prev, gz_prev = back(carry.z_prev), back(carry.Pz_prev), back(
+            carry.gz_prev)
+        t = carry.t[idx_np].copy()
 
     Lt = L.copy()  # the trial step constant of the next iteration
-    for it in range(1, int(cap.max()) + 1):
-        # --- a step with the trial constant Lt (Scheinberg, Goldfarb & Bai 2014,
-        # FISTA-BKTR): the momentum uses t_new = (1 + sqrt(1 + 4 t^2 Lt / L)) / 2 with L
-        # the constant of the last accepted step
-        t_new = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t * (Lt / L)))
-        beta = (t - 1.0) / t_new
-        # extrapolated point v = z + beta (z - z_prev), its products by linearity
-        if beta.any():
-            bz = _bcol(xp.asarray(beta.astype(dt)), nd)
-            v = z - z_prev
-            v *= bz
-            v += z
-            gv = gz - gz_prev
-            gv *= bz
-            gv += gz
-            Pv = Pz - Pz_prev
-            Pv *= bz.reshape((nb,) + (1,) * (ny - 1))
-            Pv += Pz
+    # a continuation starts with "iteration 0": no step, the duality gap of its starting
+    # point tested in this dtype, and the signals that meet it (or are at their cap) done
+    first = 0 if offset is not None else 1
+    for it in range(first, max(int(cap.max()), first) + 1):
+        if it == 0:
+            z_new, Pz_new, gz_new = z, Pz, gz
         else:
-            v, gv, Pv = z, gz, Pz
-        # proximal gradient step: z_new = soft(v - gv / Lt, lam / Lt)
-        u = gv * _bcol(xp.asarray((-1.0 / Lt).astype(dt)), nd)
-        u += v
-        thr = _bcol(xp.asarray((lam / Lt).astype(dt)), nd)
-        z_new = xp.maximum(u, -thr)          # soft threshold: u - clip(u, -thr, thr)
-        xp.minimum(z_new, thr, out=z_new)
-        xp.subtract(u, z_new, out=z_new)
-        if mask is not None:
-            z_new *= mask
-        Pz_new = Phi @ z_new
-        # (not in place: an operator given as a user's matvec may return shared memory)
-        gz_new = Phi.T @ Pz_new - c0
-        # --- sufficient decrease (with d = z_new - v, f(z_new) <= f(v) + <grad f(v), d>
-        # + Lt/2 ||d||^2 is exactly ||Phi d||^2 <= Lt ||d||^2, no cancellation between
-        # objective values)
-        d = xp.subtract(z_new, v, out=u)
-        dd = to_numpy(_sq(d, nb))
-        ee = to_numpy(_sq(Pz_new - Pv, nb))
-        bad = np.sqrt(ee) > np.sqrt(Lt * dd) + slack
-        # --- adaptive restart (O'Donoghue & Candes 2015): when the step opposes the
-        # momentum, <v - z_new, z_new - z> > 0, i.e. <d, z_new> < <d, z>, the next step
-        # starts without momentum
-        rs = None
-        if restart:
-            rs = to_numpy(_dot(d, z_new, nb)) < to_numpy(_dot(d, z, nb))
-        if bad.any():
-            # a rejected trial: these signals keep their iterates and retry from them
-            # with twice the constant in the next iteration (the backtracking loop of
-            # FISTA-BKTR, interleaved with the other signals' iterations, so that it runs
-            # batched; it costs those signals an iteration)
-            sel = xp.asarray(np.flatnonzero(bad))
-            z_new[sel] = z[sel]          # z_new, gz_new and the old z, gz are arrays of
-            gz_new[sel] = gz[sel]        # this loop; Pz_new may be an operator's output
-            z[sel] = z_prev[sel]         # (the next z_prev)
-            gz[sel] = gz_prev[sel]
-            by = _bcol(xp.asarray(bad), Pz.ndim)
-            Pz_new = xp.where(by, Pz, Pz_new)
-            Pz = xp.where(by, Pz_prev, Pz)
+            # --- a step with the trial constant Lt (Scheinberg, Goldfarb & Bai 2014,
+            # FISTA-BKTR): the momentum uses t_new = (1 + sqrt(1 + 4 t^2 Lt / L)) / 2 with L
+            # the constant of the last accepted step
+            t_new = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t * (Lt / L)))
+            beta = (t - 1.0) / t_new
+            # extrapolated point v = z + beta (z - z_prev), its products by linearity
+            if beta.any():
+                bz = _bcol(xp.asarray(beta.astype(dt)), nd)
+                v = z - z_prev
+                v *= bz
+                v += z
+                gv = gz - gz_prev
+                gv *= bz
+                gv += gz
+                Pv = Pz - Pz_prev
+                Pv *= bz.reshape((nb,) + (1,) * (ny - 1))
+                Pv += Pz
+            else:
+                v, gv, Pv = z, gz, Pz
+            # proximal gradient step: z_new = soft(v - gv / Lt, lam / Lt)
+            u = gv * _bcol(xp.asarray((-1.0 / Lt).astype(dt)), nd)
+            u += v
+            thr = _bcol(xp.asarray((lam / Lt).astype(dt)), nd)
+            z_new = xp.maximum(u, -thr)          # soft threshold: u - clip(u, -thr, thr)
+            xp.minimum(z_new, thr, out=z_new)
+            xp.subtract(u, z_new, out=z_new)
+            if mask is not None:
+                z_new *= mask
+            Pz_new = Phi @ z_new
+            # (not in place: an operator given as a user's matvec may return shared memory)
+            gz_new = Phi.T @ Pz_new - c0
+            # --- sufficient decrease (with d = z_new - v, f(z_new) <= f(v) + <grad f(v), d>
+            # + Lt/2 ||d||^2 is exactly ||Phi d||^2 <= Lt ||d||^2, no cancellation between
+            # objective values)
+            d = xp.subtract(z_new, v, out=u)
+            dd = to_numpy(_sq(d, nb))
+            ee = to_numpy(_sq(Pz_new - Pv, nb))
+            bad = np.sqrt(ee) > np.sqrt(Lt * dd) + slack
+            # --- adaptive restart (O'Donoghue & Candes 2015): when the step opposes the
+            # momentum, <v - z_new, z_new - z> > 0, i.e. <d, z_new> < <d, z>, the next step
+            # starts without momentum
+            rs = None
+            if restart:
+                rs = to_numpy(_dot(d, z_new, nb)) < to_numpy(_dot(d, z, nb))
+            if bad.any():
+                # a rejected trial: these signals keep their iterates and retry from them
+                # with twice the constant in the next iteration (the backtracking loop of
+                # FISTA-BKTR, interleaved with the other signals' iterations, so that it runs
+                # batched; it costs those signals an iteration)
+                sel = xp.asarray(np.flatnonzero(bad))
+                z_new[sel] = z[sel]          # z_new, gz_new and the old z, gz are arrays of
+                gz_new[sel] = gz[sel]        # this loop; Pz_new may be an operator's output
+                z[sel] = z_prev[sel]         # (the next z_prev)
+                gz[sel] = gz_prev[sel]
+                by = _bcol(xp.asarray(bad), Pz.ndim)
+                Pz_new = xp.where(by, Pz, Pz_new)
+                Pz = xp.where(by, Pz_prev, Pz)
+                if rs is not None:
+                    rs &= ~bad
+                t_new = np.where(bad, t, t_new)
+                L = np.where(bad, L, Lt)
+                Lt = np.where(bad, 2.0 * Lt, np.maximum(Lt * L_DECREASE, L_min))
+            else:
+                L = Lt
+                Lt = np.maximum(Lt * L_DECREASE, L_min)
+            t = t_new
             if rs is not None:
-                rs &= ~bad
-            t_new = np.where(bad, t, t_new)
-            L = np.where(bad, L, Lt)
-            Lt = np.where(bad, 2.0 * Lt, np.maximum(Lt * L_DECREASE, L_min))
-        else:
-            L = Lt
-            Lt = np.maximum(Lt * L_DECREASE, L_min)
-        t = t_new
-        if rs is not None:
-            t[rs] = 1.0
+                t[rs] = 1.0
 
         at_cap = it >= cap
-        check = it % GAP_EVERY == 0 or bool(at_cap.any())
+        check = it % GAP_EVERY == 0 or bool(at_cap.any())  # (always at iteration 0)
         if check or callback is not None:
             rr, obj, gap = gap_at(z_new, Pz_new, gz_new)
         else:
@@ -1019,8 +1002,9 @@ def _fista_chunk(
         _record(hist, off + it if offset is not None else it, idx_np, hist_vals(rr), B_all,
                 lock)
 
-        z_prev, Pz_prev, gz_prev = z, Pz, gz
-        z, Pz, gz = z_new, Pz_new, gz_new
+        if it:
+            z_prev, Pz_prev, gz_prev = z, Pz, gz
+            z, Pz, gz = z_new, Pz_new, gz_new
 
         if not check and callback is None:
             continue
@@ -1028,7 +1012,7 @@ def _fista_chunk(
         # stop only where the test is due, so that watching with a callback changes nothing
         fin = met if check else np.zeros(nb, dtype=bool)
         stop = False
-        if callback is not None:
+        if callback is not None and it:
             info_z, info_obj, info_gap = z.copy(), obj, gap
             if sc is not None:  # the normalised float32 phase: report in the caller's terms
                 s64 = sc.astype(np.float64)
