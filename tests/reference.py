@@ -77,3 +77,18 @@ def dense(W):
         W.filters, W.input_spatial, stride=W.stride, padding=W.padding, groups=W.groups
     )
     return A
+
+
+class MatvecOnly:
+    """A matrix-free operator of the user's (SciPy/PyLops style): ``shape``, ``dtype``,
+    ``matvec`` and ``rmatvec`` of the matrix ``A``, nothing modelcs can look inside."""
+
+    def __init__(self, A):
+        self.A = np.asarray(A)
+        self.shape, self.dtype = self.A.shape, self.A.dtype
+
+    def matvec(self, x):
+        return self.A @ x
+
+    def rmatvec(self, y):
+        return self.A.T @ y

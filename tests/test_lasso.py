@@ -7,6 +7,7 @@ import warnings
 import cvxpy as cp
 import numpy as np
 import pytest
+from reference import MatvecOnly
 from sklearn.linear_model import Lasso
 from threadpoolctl import threadpool_limits
 
@@ -657,17 +658,8 @@ def test_mixed_precision_callback_and_errors():
                                          r"float32"):
         lasso(W.astype(np.float32).T, Y.astype(np.float32), lam, mixed_precision=True)
 
-    class UserOp:
-        shape, dtype = A.shape, A.dtype
-
-        def matvec(self, x):
-            return A @ x
-
-        def rmatvec(self, y):
-            return A.T @ y
-
     with pytest.raises(ValueError, match="'mixed_precision'=True cannot apply: .*matrix-free"):
-        lasso(UserOp(), Y.reshape(4, -1), lam, mixed_precision=True)
+        lasso(MatvecOnly(A), Y.reshape(4, -1), lam, mixed_precision=True)
     with pytest.raises(ValueError, match=r"'mixed_precision'=True cannot apply: \|\|Phi\|\|"):
         lasso(1e20 * A, Y.reshape(4, -1), lam, mixed_precision=True)
     with pytest.raises(TypeError, match="parameter 'mixed_precision' must be True, False or"):
